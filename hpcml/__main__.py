@@ -1,0 +1,5 @@
+"""``python -m hpcml``: the command line (see ``hpcml --help``)."""
+
+from .cli import main
+
+raise SystemExit(main())

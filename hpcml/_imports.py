@@ -1,0 +1,73 @@
+"""Resolve the dotted paths that a spec names (``pkg.mod.Name`` or ``pkg.mod:func``)."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = ["resolve"]
+
+
+def resolve(path: str) -> Any:
+    """Import the object that ``path`` names.
+
+    Parameters
+    ----------
+    path : str
+        ``package.module.Name``, ``package.module:function`` or
+        ``package.module:Class.attribute``.
+
+    Returns
+    -------
+    object
+        The imported object.
+
+    Raises
+    ------
+    ImportError
+        With a message that says which part failed to import.
+
+    Examples
+    --------
+    >>> resolve("math.sqrt")(4.0)
+    2.0
+    >>> resolve("os.path:join")("a", "b")
+    'a/b'
+    """
+    if not isinstance(path, str) or not path.strip():
+        raise ImportError(f"expected a dotted path like 'package.module.Name', got {path!r}")
+    path = path.strip()
+    if ":" in path:
+        module_name, _, attr = path.partition(":")
+        module = _import_module(module_name, path)
+        return _getattr_chain(module, attr, path)
+    parts = path.split(".")
+    # Longest importable module prefix, then attributes.
+    for cut in range(len(parts) - 1, 0, -1):
+        module_name = ".".join(parts[:cut])
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and not module_name.startswith(exc.name) and exc.name != module_name:
+                raise ImportError(f"importing {module_name!r} failed: {exc}") from exc
+            continue
+        return _getattr_chain(module, ".".join(parts[cut:]), path)
+    raise ImportError(f"no module found for {path!r}; write it as 'package.module.Name'")
+
+
+def _import_module(name: str, path: str) -> Any:
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise ImportError(f"cannot import module {name!r} (from {path!r}): {exc}") from exc
+
+
+def _getattr_chain(obj: Any, attrs: str, path: str) -> Any:
+    for attr in attrs.split("."):
+        try:
+            obj = getattr(obj, attr)
+        except AttributeError:
+            raise ImportError(
+                f"{path!r}: module {getattr(obj, '__name__', obj)!r} has no attribute {attr!r}"
+            ) from None
+    return obj

@@ -1,0 +1,183 @@
+"""Fit and score one task, as scikit-learn's ``_fit_and_score`` does for ``GridSearchCV``."""
+
+from __future__ import annotations
+
+import numbers
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.base import clone
+
+__all__ = ["FitResult", "Folds", "fit_and_score", "make_scorer_map"]
+
+try:  # handles pairwise (precomputed kernel) estimators like GridSearchCV does
+    from sklearn.utils.metaestimators import _safe_split
+except ImportError:  # pragma: no cover - very old or very new scikit-learn
+    _safe_split = None
+
+
+@dataclass
+class FitResult:
+    """What one fit task produced. Plain data: it travels between ranks and into journals.
+
+    Attributes
+    ----------
+    task : int
+        Task index in the :class:`~hpcml.tasks.TaskGrid`.
+    test_scores, train_scores : dict
+        Metric name to score (``train_scores`` is ``None`` unless asked for).
+    fit_time, score_time : float
+        Seconds, as ``cv_results_`` reports them.
+    error : str or None
+        Traceback text of a fit that failed (scores are then ``error_score``).
+    rank, start, end : int, float, float
+        Which rank ran it, and when (seconds since the run started), for timelines.
+    """
+
+    task: int
+    test_scores: dict[str, float]
+    train_scores: dict[str, float] | None
+    fit_time: float
+    score_time: float
+    error: str | None = None
+    rank: int = 0
+    start: float = 0.0
+    end: float = 0.0
+
+
+class Folds:
+    """CV folds as two flat index arrays plus offsets, cheap to broadcast.
+
+    Parameters
+    ----------
+    splits : sequence of (train, test)
+        Index arrays, as a splitter's ``split`` yields them.
+    """
+
+    def __init__(self, splits: Sequence[tuple[np.ndarray, np.ndarray]] | None = None) -> None:
+        splits = list(splits or [])
+        self.train_flat, self.train_off = _flatten([s[0] for s in splits])
+        self.test_flat, self.test_off = _flatten([s[1] for s in splits])
+
+    @classmethod
+    def from_arrays(cls, train_flat, train_off, test_flat, test_off) -> Folds:
+        obj = cls()
+        obj.train_flat, obj.train_off = train_flat, train_off
+        obj.test_flat, obj.test_off = test_flat, test_off
+        return obj
+
+    def __len__(self) -> int:
+        return len(self.train_off) - 1
+
+    def __getitem__(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        tr = self.train_flat[self.train_off[k] : self.train_off[k + 1]]
+        te = self.test_flat[self.test_off[k] : self.test_off[k + 1]]
+        return tr, te
+
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        return self.train_flat, self.train_off, self.test_flat, self.test_off
+
+
+def make_scorer_map(scoring: Any, estimator: Any) -> tuple[Any, list[str]]:
+    """The scorer callable and the metric names, with ``GridSearchCV``'s naming.
+
+    A single scorer (``None``, a string or a callable) is reported as ``"score"``; a list or
+    dict keeps its names.
+    """
+    from sklearn.metrics import check_scoring
+
+    if scoring is None or isinstance(scoring, str) or callable(scoring):
+        scorer = check_scoring(estimator, scoring=scoring)
+        return {"score": scorer}, ["score"]
+    if isinstance(scoring, Mapping):
+        names = list(scoring)
+        scorers = {name: check_scoring(estimator, scoring=s) for name, s in scoring.items()}
+        return scorers, names
+    names = list(scoring)
+    scorers = {name: check_scoring(estimator, scoring=name) for name in names}
+    return scorers, names
+
+
+def fit_and_score(
+    estimator: Any,
+    X: Any,
+    y: Any,
+    params: Mapping[str, Any],
+    train: np.ndarray,
+    test: np.ndarray,
+    scorers: Mapping[str, Any],
+    *,
+    task: int = -1,
+    return_train_score: bool = False,
+    error_score: float | str = np.nan,
+) -> FitResult:
+    """Clone ``estimator``, set ``params``, fit on ``train`` and score on ``test``.
+
+    The numbers equal ``GridSearchCV``'s for the same folds: same clone, same split helper,
+    same scorers. A fit that raises gets ``error_score`` for every metric, with the traceback
+    kept in :attr:`FitResult.error`, unless ``error_score='raise'``.
+    """
+    if not (error_score == "raise" or isinstance(error_score, numbers.Number)):
+        raise ValueError("error_score must be 'raise' or a number")
+    est = clone(estimator)
+    if params:
+        est.set_params(**clone(dict(params), safe=False))
+    X_train, y_train = _split(est, X, y, train)
+    X_test, y_test = _split(est, X, y, test, train)
+    start = time.time()
+    try:
+        if y_train is None:
+            est.fit(X_train)
+        else:
+            est.fit(X_train, y_train)
+    except Exception:
+        if error_score == "raise":
+            raise
+        fit_time = time.time() - start
+        bad = {name: float(error_score) for name in scorers}
+        return FitResult(
+            task, bad, dict(bad) if return_train_score else None, fit_time, 0.0,
+            error=traceback.format_exc(),
+        )
+    fit_time = time.time() - start
+    test_scores = _score(est, X_test, y_test, scorers, error_score)
+    score_time = time.time() - start - fit_time
+    train_scores = _score(est, X_train, y_train, scorers, error_score) if return_train_score else None
+    return FitResult(task, test_scores, train_scores, fit_time, score_time)
+
+
+def _score(est, X, y, scorers, error_score) -> dict[str, float]:
+    out = {}
+    for name, scorer in scorers.items():
+        try:
+            value = scorer(est, X) if y is None else scorer(est, X, y)
+        except Exception:
+            if error_score == "raise":
+                raise
+            value = error_score
+        if hasattr(value, "item"):
+            value = value.item()
+        if not isinstance(value, numbers.Number):
+            raise ValueError(f"scoring must return a number, got {value!r} for {name!r}")
+        out[name] = float(value)
+    return out
+
+
+def _split(est, X, y, idx, train=None):
+    if _safe_split is not None:
+        return _safe_split(est, X, y, idx, train)
+    from sklearn.utils import _safe_indexing
+
+    return _safe_indexing(X, idx), None if y is None else _safe_indexing(y, idx)
+
+
+def _flatten(arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    off = np.zeros(len(arrays) + 1, dtype=np.int64)
+    for i, a in enumerate(arrays):
+        off[i + 1] = off[i] + len(a)
+    flat = np.concatenate(arrays).astype(np.int64) if arrays else np.zeros(0, np.int64)
+    return flat, off

@@ -1,0 +1,455 @@
+"""Read and check an experiment spec (YAML or a dict) into plain, frozen objects.
+
+Everything here is pure apart from importing the dotted paths the spec names: a spec is code,
+like a Python script, so only run specs you trust. YAML is read with the safe loader.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import inspect
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._imports import resolve
+from .errors import SpecError
+
+__all__ = [
+    "CVSpec",
+    "DataSpec",
+    "ExperimentSpec",
+    "ModelSpec",
+    "load_spec",
+    "parse_spec",
+]
+
+TOP_LEVEL_KEYS = (
+    "data",
+    "cv",
+    "scoring",
+    "refit",
+    "models",
+    "return_train_score",
+    "error_score",
+)
+DATA_KEYS = ("generator", "params", "path", "target", "groups")
+MODEL_KEYS = ("estimator", "params", "grid")
+DATA_SUFFIXES = (".csv", ".npz", ".npy", ".parquet")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where the data come from: a generator callable, or a file and its target column."""
+
+    generator: str | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+    target: str | None = None
+    groups: str | None = None
+
+
+@dataclass(frozen=True)
+class CVSpec:
+    """A scikit-learn splitter by name with its keyword arguments (``None``: sklearn's default)."""
+
+    splitter: str | None = None
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    groups: str | None = None
+
+    def make(self, classifier: bool, y: Any = None) -> Any:
+        """Build the splitter object (``check_cv`` semantics when no splitter is named)."""
+        from sklearn.model_selection import check_cv
+
+        if self.splitter is None:
+            return check_cv(self.kwargs.get("n_splits", 5), y, classifier=classifier)
+        return _splitter_class(self.splitter, "cv.splitter")(**self.kwargs)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model: its estimator factory, fixed params and a grid (list of dicts)."""
+
+    name: str
+    estimator: str
+    params: Mapping[str, Any]
+    grid: tuple[Mapping[str, list], ...]
+
+    def make(self) -> Any:
+        """A fresh, unfitted estimator with the fixed params set."""
+        return _build_estimator(resolve(self.estimator), dict(self.params))
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    """A checked experiment: data, cv, scoring, refit and models."""
+
+    data: DataSpec
+    cv: CVSpec
+    scoring: tuple[str, ...] | None
+    refit: str | bool
+    models: tuple[ModelSpec, ...]
+    return_train_score: bool = False
+    error_score: float | str = float("nan")
+    source: str | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """Names of the metrics as they appear in the result columns."""
+        return self.scoring if self.scoring else ("score",)
+
+    @property
+    def refit_metric(self) -> str | None:
+        """The metric that picks the best candidate, or ``None`` without refit."""
+        if self.refit is False:
+            return None
+        return self.refit if isinstance(self.refit, str) else self.metric_names[0]
+
+    def spec_hash(self) -> str:
+        """Hash of the spec's content (not of its file name or formatting)."""
+        blob = json.dumps(self.raw, sort_keys=True, default=repr).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def load_spec(path: str | os.PathLike) -> ExperimentSpec:
+    """Read a YAML spec file and check it.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The spec file.
+
+    Returns
+    -------
+    ExperimentSpec
+
+    Raises
+    ------
+    SpecError
+        With the file, the key path and the fix.
+    """
+    import yaml
+
+    source = str(path)
+    p = Path(path)
+    if not p.exists():
+        raise SpecError("", f"spec file not found: {source}", None)
+    if p.is_dir():
+        raise SpecError("", f"{source} is a folder; give the spec's YAML file", None)
+    try:
+        text = p.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError("", f"cannot read the spec: {exc}", source) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError("", f"malformed YAML at {where}{problem}", source) from None
+    return parse_spec(raw, source=source, base_dir=p.resolve().parent)
+
+
+def parse_spec(
+    raw: Any, source: str | None = None, base_dir: str | os.PathLike | None = None
+) -> ExperimentSpec:
+    """Check a spec given as a mapping (what the YAML file holds).
+
+    Parameters
+    ----------
+    raw : mapping
+        The spec.
+    source : str, optional
+        Where it came from, for messages.
+    base_dir : path-like, optional
+        Folder that relative data paths are taken from (the spec file's folder).
+
+    Returns
+    -------
+    ExperimentSpec
+    """
+    if raw is None:
+        raise SpecError("", "the spec is empty; it needs at least 'data' and 'models'", source)
+    if not isinstance(raw, Mapping):
+        raise SpecError("", f"the spec must be a mapping of keys, got {type(raw).__name__}", source)
+    _check_keys(raw, TOP_LEVEL_KEYS, "", source)
+    for key in ("data", "models"):
+        if key not in raw or raw[key] is None:
+            raise SpecError(key, f"missing '{key}' section; see examples/quickstart.yaml", source)
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
+    data = _parse_data(raw["data"], base, source)
+    models = _parse_models(raw["models"], source)
+    scoring = _parse_scoring(raw.get("scoring"), source)
+    refit = _parse_refit(raw.get("refit", True), scoring, source)
+    cv = _parse_cv(raw.get("cv"), source)
+    rts = raw.get("return_train_score", False)
+    if not isinstance(rts, bool):
+        raise SpecError("return_train_score", f"must be true or false, got {rts!r}", source)
+    error_score = raw.get("error_score", float("nan"))
+    if error_score is None or error_score == "nan":
+        error_score = float("nan")
+    if not (error_score == "raise" or _is_number(error_score)):
+        raise SpecError("error_score", f"must be a number or 'raise', got {error_score!r}", source)
+    return ExperimentSpec(
+        data=data,
+        cv=cv,
+        scoring=scoring,
+        refit=refit,
+        models=models,
+        return_train_score=rts,
+        error_score=error_score,
+        source=source,
+        raw=_canonical(raw, data),
+    )
+
+
+# -- sections ---------------------------------------------------------------------------------
+
+
+def _parse_data(raw: Any, base: Path, source: str | None) -> DataSpec:
+    if not isinstance(raw, Mapping):
+        raise SpecError("data", "must be a mapping with 'generator' or 'path'", source)
+    _check_keys(raw, DATA_KEYS, "data", source)
+    has_gen, has_path = raw.get("generator") is not None, raw.get("path") is not None
+    if has_gen == has_path:
+        raise SpecError(
+            "data", "give exactly one of 'generator' (a dotted callable) or 'path' (a file)", source
+        )
+    params = raw.get("params") or {}
+    if not isinstance(params, Mapping):
+        raise SpecError("data.params", "must be a mapping of keyword arguments", source)
+    groups = raw.get("groups")
+    if has_gen:
+        try:
+            fn = resolve(raw["generator"])
+        except ImportError as exc:
+            raise SpecError("data.generator", str(exc), source) from None
+        if not callable(fn):
+            raise SpecError("data.generator", f"{raw['generator']!r} is not callable", source)
+        _check_call_kwargs(fn, params, "data.params", source)
+        return DataSpec(generator=raw["generator"], params=dict(params), groups=groups)
+    path = Path(os.path.expanduser(str(raw["path"])))
+    if not path.is_absolute():
+        path = base / path
+    if path.suffix.lower() not in DATA_SUFFIXES:
+        raise SpecError(
+            "data.path", f"unsupported file type {path.suffix!r}; use one of {DATA_SUFFIXES}", source
+        )
+    if path.suffix.lower() in (".csv", ".parquet") and not raw.get("target"):
+        raise SpecError("data.target", f"name the target column of {path.name}", source)
+    return DataSpec(path=path, target=raw.get("target"), params=dict(params), groups=groups)
+
+
+def _parse_models(raw: Any, source: str | None) -> tuple[ModelSpec, ...]:
+    if not isinstance(raw, Mapping) or not raw:
+        raise SpecError("models", "must map model names to {estimator, params, grid}", source)
+    models = []
+    for name, body in raw.items():
+        key = f"models.{name}"
+        if not isinstance(body, Mapping):
+            raise SpecError(key, "must be a mapping with 'estimator' (and 'params', 'grid')", source)
+        _check_keys(body, MODEL_KEYS, key, source)
+        if not body.get("estimator"):
+            raise SpecError(f"{key}.estimator", "missing: a dotted class or factory path", source)
+        try:
+            factory = resolve(body["estimator"])
+        except ImportError as exc:
+            raise SpecError(f"{key}.estimator", str(exc), source) from None
+        params = body.get("params") or {}
+        if not isinstance(params, Mapping):
+            raise SpecError(f"{key}.params", "must be a mapping of constructor arguments", source)
+        try:
+            estimator = _build_estimator(factory, dict(params))
+        except (TypeError, ValueError) as exc:
+            raise SpecError(f"{key}.params", f"{body['estimator']}: {exc}", source) from None
+        if not hasattr(estimator, "fit") or not hasattr(estimator, "get_params"):
+            raise SpecError(
+                f"{key}.estimator",
+                f"{body['estimator']!r} is not a scikit-learn estimator (no fit/get_params)",
+                source,
+            )
+        grid = _parse_grid(body.get("grid"), estimator, f"{key}.grid", source)
+        models.append(ModelSpec(str(name), body["estimator"], dict(params), grid))
+    return tuple(models)
+
+
+def _parse_grid(raw: Any, estimator: Any, key: str, source: str | None) -> tuple[dict, ...]:
+    if raw is None:
+        return ({},)
+    grids = [raw] if isinstance(raw, Mapping) else raw
+    if not isinstance(grids, list):
+        raise SpecError(key, "must be a mapping of lists, or a list of such mappings", source)
+    if not grids:
+        raise SpecError(key, "is an empty list; give at least one mapping or drop 'grid'", source)
+    valid = sorted(estimator.get_params(deep=True))
+    out = []
+    for i, grid in enumerate(grids):
+        gkey = key if isinstance(raw, Mapping) else f"{key}[{i}]"
+        if not isinstance(grid, Mapping):
+            raise SpecError(gkey, "must be a mapping of parameter names to lists", source)
+        for pname, values in grid.items():
+            if pname not in valid:
+                close = difflib.get_close_matches(str(pname), valid, n=1)
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+                raise SpecError(
+                    f"{gkey}.{pname}",
+                    f"not a parameter of {type(estimator).__name__}.{hint} "
+                    f"Valid parameters: {', '.join(valid)}",
+                    source,
+                )
+            if not isinstance(values, list):
+                raise SpecError(
+                    f"{gkey}.{pname}", f"must be a list of values, e.g. [{values!r}]", source
+                )
+            if not values:
+                raise SpecError(f"{gkey}.{pname}", "is an empty list; give at least one value", source)
+        out.append({str(k): list(v) for k, v in grid.items()})
+    return tuple(out)
+
+
+def _parse_scoring(raw: Any, source: str | None) -> tuple[str, ...] | None:
+    if raw is None:
+        return None
+    names = [raw] if isinstance(raw, str) else raw
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise SpecError("scoring", "must be a scorer name or a list of scorer names", source)
+    from sklearn.metrics import get_scorer_names
+
+    valid = sorted(get_scorer_names())
+    for i, name in enumerate(names):
+        if name not in valid:
+            close = difflib.get_close_matches(name, valid, n=3)
+            hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            key = "scoring" if isinstance(raw, str) else f"scoring[{i}]"
+            raise SpecError(
+                key, f"unknown scorer {name!r}.{hint} See sklearn.metrics.get_scorer_names()", source
+            )
+    if len(set(names)) != len(names):
+        raise SpecError("scoring", f"lists a scorer twice: {names}", source)
+    return tuple(names)
+
+
+def _parse_refit(raw: Any, scoring: tuple[str, ...] | None, source: str | None) -> str | bool:
+    if raw is False:
+        return False
+    if raw is True or raw is None:
+        return True
+    if not isinstance(raw, str):
+        raise SpecError("refit", f"must be a metric name from 'scoring' or false, got {raw!r}", source)
+    names = scoring if scoring else ("score",)
+    if raw not in names:
+        raise SpecError(
+            "refit", f"{raw!r} is not in scoring {list(names)}; name one of them or false", source
+        )
+    return raw
+
+
+def _parse_cv(raw: Any, source: str | None) -> CVSpec:
+    if raw is None:
+        return CVSpec()
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        raw = {"n_splits": raw}
+    if not isinstance(raw, Mapping):
+        raise SpecError("cv", "must be a mapping like {splitter: KFold, n_splits: 5}", source)
+    kwargs = {k: v for k, v in raw.items() if k not in ("splitter", "groups")}
+    groups = raw.get("groups")
+    name = raw.get("splitter")
+    if name is None:
+        extra = set(kwargs) - {"n_splits"}
+        if extra:
+            raise SpecError("cv", f"name a 'splitter' to pass {sorted(extra)}", source)
+        n = kwargs.get("n_splits", 5)
+        if not isinstance(n, int) or n < 2:
+            raise SpecError("cv.n_splits", f"must be an integer >= 2, got {n!r}", source)
+        return CVSpec(None, kwargs, groups)
+    cls = _splitter_class(name, "cv.splitter", source)
+    try:
+        cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise SpecError("cv", f"bad arguments for {name}: {exc}", source) from None
+    if "Group" in str(name) and not groups:
+        raise SpecError("cv.groups", f"{name} needs groups: name the groups column", source)
+    return CVSpec(str(name), kwargs, groups)
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def _splitter_class(name: str, key: str, source: str | None = None) -> Any:
+    import sklearn.model_selection as ms
+
+    if "." in name or ":" in name:
+        try:
+            cls = resolve(name)
+        except ImportError as exc:
+            raise SpecError(key, str(exc), source) from None
+    else:
+        cls = getattr(ms, name, None)
+    if cls is None or not inspect.isclass(cls) or not hasattr(cls, "split"):
+        valid = sorted(
+            n for n in dir(ms) if inspect.isclass(getattr(ms, n)) and hasattr(getattr(ms, n), "split")
+        )
+        close = difflib.get_close_matches(str(name), valid, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise SpecError(
+            key, f"{name!r} is not a splitter in sklearn.model_selection.{hint} Valid: {', '.join(valid)}",
+            source,
+        )
+    return cls
+
+
+def _build_estimator(factory: Any, params: dict) -> Any:
+    if inspect.isclass(factory):
+        return factory(**params)
+    if callable(factory):
+        # A factory function returning an estimator: params go to set_params.
+        est = factory()
+        if params:
+            est.set_params(**params)
+        return est
+    # An estimator instance in a module: clone it.
+    from sklearn.base import clone
+
+    est = clone(factory)
+    if params:
+        est.set_params(**params)
+    return est
+
+
+def _check_keys(raw: Mapping, valid: tuple[str, ...], where: str, source: str | None) -> None:
+    for key in raw:
+        if key not in valid:
+            close = difflib.get_close_matches(str(key), valid, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            path = f"{where}.{key}" if where else str(key)
+            raise SpecError(
+                path, f"unknown key.{hint} Valid keys here: {', '.join(valid)}", source
+            )
+
+
+def _check_call_kwargs(fn: Any, kwargs: Mapping, key: str, source: str | None) -> None:
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return
+    try:
+        sig.bind_partial(**kwargs)
+    except TypeError as exc:
+        valid = [p for p in sig.parameters if p not in ("args", "kwargs")]
+        raise SpecError(key, f"{exc}. Valid arguments: {', '.join(valid)}", source) from None
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _canonical(raw: Mapping, data: DataSpec) -> dict:
+    out = json.loads(json.dumps(raw, default=repr))
+    if data.path is not None:
+        out["data"]["path"] = str(data.path)
+    return out
