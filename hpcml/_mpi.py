@@ -51,20 +51,16 @@ def check_launch(environ: dict | None = None, size: int | None = None) -> None:
     UsageError
         Naming ``srun --mpi=pmi2`` (MPICH), ``srun --mpi=pmix`` (Open MPI) or ``mpiexec``.
     """
+    from .launch import srun_message
+
     env = os.environ if environ is None else environ
     step_tasks = env.get("SLURM_STEP_NUM_TASKS") or ""
-    if not step_tasks.isdigit() or int(step_tasks) <= 1 or "SLURM_STEP_ID" not in env:
-        return
-    if env.get("SLURM_STEP_ID") in ("batch", "extern", "interactive"):
+    if not step_tasks.isdigit() or int(step_tasks) <= 1 or not env.get("SLURM_STEP_ID", "").isdigit():
         return
     if size is None:
         size = world().Get_size()
     if size == 1:
-        raise UsageError(
-            f"srun started {step_tasks} tasks but each sees an MPI world of 1 rank: srun has no "
-            "MPI plugin for this MPI. Launch with 'srun --mpi=pmi2' (MPICH, the pip wheel), "
-            "'srun --mpi=pmix' (Open MPI), or 'mpiexec -n N' inside the allocation"
-        )
+        raise UsageError(srun_message(step_tasks))
 
 
 def node_layout(comm: Any = None) -> dict[str, Any]:
@@ -231,9 +227,11 @@ class MPIEngine(Engine):
                     done.Accumulate([n, MPI.INT64_T], 0, 0, MPI.SUM)
                     done.Flush(0)
         except BaseException:
+            # The other ranks would wait for this one forever: stop them all, with the cause.
             if watcher is not None:
                 watcher.stop()
-            raise
+            with abort_on_error(comm):
+                raise
         claim.Unlock_all()
         sleepy_barrier(comm)  # rank 0 keeps showing progress while the last chunks finish
         if watcher is not None:

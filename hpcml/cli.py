@@ -17,6 +17,8 @@ Run scikit-learn model selection (a K-fold x model x hyperparameter grid) over M
 
 Every (model, candidate, fold) is one fit task; tasks are spread over all ranks, scores are
 gathered into scikit-learn's cv_results_ format, and the best model is refit and saved.
+'hpcml run' starts itself under the installed mpiexec; it also runs under your own
+'mpiexec -n P' or 'srun --mpi=pmi2'. See 'hpcml run --help'.
 """
 
 RUN_EPILOG = """\
@@ -98,9 +100,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
-    from .launch import find_mpiexec, mpiexec_command, under_mpi_launcher
+    from .launch import (
+        find_mpiexec,
+        mpiexec_command,
+        srun_message,
+        srun_tasks_without_mpi,
+        under_mpi_launcher,
+    )
 
     out = args.out or str(Path("results") / Path(args.spec).stem)
+    tasks = srun_tasks_without_mpi()
+    if tasks:
+        raise UsageError(srun_message(tasks))
     if under_mpi_launcher():
         return _run_rank(args, out)
     # Not under a launcher: check everything we can before starting any rank.
@@ -146,7 +157,7 @@ def _run_rank(args: argparse.Namespace, out: str) -> int:
 
             result = run_experiment(
                 args.spec, out, comm=comm if comm.Get_size() > 1 else None,
-                threads_per_rank=threads, progress=not args.no_progress, force=args.force,
+                threads=threads, progress=not args.no_progress, force=args.force,
             )
         except UsageError as exc:
             if rank == 0:

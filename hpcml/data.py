@@ -109,20 +109,27 @@ def _from_csv(path: Path, spec: DataSpec, source: str | None) -> Dataset:
             header = next(reader)
         except StopIteration:
             raise SpecError("data.path", f"{path} is empty", source) from None
-        rows = list(reader)
+        # Blank lines (e.g. at the end of the file) are not rows; keep each row's line number
+        # in the file for messages (a quoted field may span lines).
+        rows, lines = [], []
+        for row in reader:
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            rows.append(row)
+            lines.append(reader.line_num)
     header = [h.strip() for h in header]
     cols = _pick_columns(header, spec, path, source)
     width = len(header)
-    for i, row in enumerate(rows):
+    for line, row in zip(lines, rows, strict=True):
         if len(row) != width:
             raise SpecError(
-                "data.path", f"{path.name} line {i + 2}: {len(row)} fields, header has {width}", source
+                "data.path", f"{path.name} line {line}: {len(row)} fields, header has {width}", source
             )
     table = np.array(rows, dtype=object).reshape(len(rows), width)
     feature_idx = [j for j in range(width) if j not in cols.values()]
     X = np.empty((len(rows), len(feature_idx)), dtype=np.float64)
     for k, j in enumerate(feature_idx):
-        X[:, k] = _numeric_column(table[:, j], header[j], path, source)
+        X[:, k] = _numeric_column(table[:, j], header[j], path, source, lines)
     y = _label_column(table[:, cols["target"]])
     groups = _label_column(table[:, cols["groups"]]) if "groups" in cols else None
     return Dataset(X, y, groups, [header[j] for j in feature_idx])
@@ -198,16 +205,19 @@ def _pick_columns(header: list[str], spec: DataSpec, path: Path, source: str | N
     return cols
 
 
-def _numeric_column(values: np.ndarray, name: str, path: Path, source: str | None) -> np.ndarray:
+def _numeric_column(
+    values: np.ndarray, name: str, path: Path, source: str | None, lines: list[int] | None = None
+) -> np.ndarray:
     out = np.empty(len(values), dtype=np.float64)
     for i, v in enumerate(values):
         s = v.strip()
         try:
             out[i] = float(s) if s else np.nan
         except ValueError:
+            line = lines[i] if lines is not None else i + 2
             raise SpecError(
                 "data.path",
-                f"{path.name} line {i + 2}, column {name!r}: {v!r} is not a number; "
+                f"{path.name} line {line}, column {name!r}: {v!r} is not a number; "
                 "encode categorical features as numbers first",
                 source,
             ) from None

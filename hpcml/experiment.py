@@ -15,11 +15,10 @@ import numpy as np
 from .data import Dataset, fingerprint, load_data
 from .engine import Engine, get_engine
 from .errors import UsageError
-from .fitting import Folds, fit_and_score, make_scorer_map
+from .evaluate import evaluate_grid, share_folds
+from .fitting import Folds, make_scorer_map
 from .outputs import atomic_dump_joblib, atomic_write_json, atomic_write_text, check_out_dir
-from .progress import Progress
 from .results import best_index, cv_results_to_csv, format_cv_results
-from .schedule import estimate_cost, plan_chunks
 from .spec import ExperimentSpec, load_spec, parse_spec
 from .tasks import TaskGrid
 from .threads import thread_budget, threads_per_rank, usable_cores
@@ -58,7 +57,7 @@ def run_experiment(
     *,
     comm: Any = None,
     engine: Engine | None = None,
-    threads_per_rank: int | None = None,
+    threads: int | None = None,
     progress: bool = True,
     force: bool = False,
 ) -> ExperimentResult:
@@ -77,8 +76,8 @@ def run_experiment(
         Defaults to ``COMM_WORLD`` (serial when it has one rank).
     engine : Engine, optional
         Overrides ``comm``.
-    threads_per_rank : int, optional
-        Threads for each fit; default from Slurm, ``OMP_NUM_THREADS`` or cores ÷ ranks.
+    threads : int, optional
+        Threads for each fit (per rank); default from Slurm, ``OMP_NUM_THREADS`` or cores ÷ ranks.
     progress : bool
         Show progress on rank 0 (standard error).
     force : bool
@@ -104,36 +103,20 @@ def run_experiment(
     estimators = {m.name: m.make() for m in spec.models}
     first = next(iter(estimators.values()))
     folds = _collective(engine, lambda: _make_folds(spec, first, data))
-    parts = folds.arrays() if engine.is_root else (None,) * 4
-    folds = Folds.from_arrays(*[engine.bcast_array(a) for a in parts])
+    folds = share_folds(engine, folds)
 
     layout = _layout(engine)
-    threads, source = _threads(engine, layout, threads_per_rank)
+    threads, source = threads_per_rank(layout["ranks_on_node"], cli=threads)
     grid = TaskGrid([(m.name, list(m.grid)) for m in spec.models], len(folds))
-    n_train = int(np.mean(np.diff(folds.train_off))) if len(folds) else 0
-    costs = [
-        estimate_cost(estimators[c.model], c.params, n_train, X.shape[1])
-        for c in grid.candidates
-        for _ in range(grid.n_splits)
-    ]
-    plan = plan_chunks(costs, engine.size)
-    scorers = {name: make_scorer_map(list(spec.metric_names) if spec.scoring else None, est)[0]
-               for name, est in estimators.items()}
-
-    def run_task(t: int):
-        task = grid[t]
-        train, test = folds[task.fold]
-        return fit_and_score(
-            estimators[task.candidate.model], X, y, task.candidate.params, train, test,
-            scorers[task.candidate.model], task=t,
-            return_train_score=spec.return_train_score, error_score=spec.error_score,
-        )
-
+    metric_arg = list(spec.metric_names) if spec.scoring else None
+    scorers = {name: make_scorer_map(metric_arg, est)[0] for name, est in estimators.items()}
     if out is not None and engine.is_root:
         Path(out).mkdir(parents=True, exist_ok=True)
-    bar = Progress(len(grid), enabled=progress and engine.is_root)
-    with thread_budget(threads):
-        results = engine.run(plan, run_task, bar)
+    results = evaluate_grid(
+        engine, grid, folds, X, y, estimators, scorers, threads=threads,
+        return_train_score=spec.return_train_score, error_score=spec.error_score,
+        progress=progress,
+    )
 
     payload = None
     if engine.is_root:
@@ -216,10 +199,6 @@ def _layout(engine: Engine) -> dict[str, Any]:
     from ._mpi import node_layout
 
     return node_layout(comm)
-
-
-def _threads(engine: Engine, layout: dict, cli: int | None) -> tuple[int, str]:
-    return threads_per_rank(layout["ranks_on_node"], cli=cli)
 
 
 def _refit(estimator: Any, params: dict, X, y, layout: dict) -> tuple[Any, float]:

@@ -10,13 +10,15 @@ from pathlib import Path
 
 from .errors import UsageError
 
-__all__ = ["find_mpiexec", "mpiexec_command", "under_mpi_launcher"]
+__all__ = ["find_mpiexec", "mpiexec_command", "under_mpi_launcher", "srun_tasks_without_mpi"]
 
 #: Variables that MPI launchers set in every rank they start.
 _LAUNCHER_VARS = (
     "PMI_RANK",
     "PMI_SIZE",
+    "PMI_FD",
     "PMIX_RANK",
+    "PMIX_NAMESPACE",
     "OMPI_COMM_WORLD_SIZE",
     "MPI_LOCALNRANKS",
     "HYDRA_CONTROL_FD",
@@ -33,6 +35,38 @@ def under_mpi_launcher(environ: Mapping[str, str] | None = None) -> bool:
     """
     env = os.environ if environ is None else environ
     return any(v in env for v in _LAUNCHER_VARS)
+
+
+def srun_tasks_without_mpi(environ: Mapping[str, str] | None = None) -> int:
+    """Tasks of a Slurm step that started this process with no MPI plugin (0 if not the case).
+
+    Plain ``srun -n 2 hpcml run ...`` starts two independent copies; each would launch its own
+    job. The batch script itself (step ``batch``) is not such a step.
+
+    Examples
+    --------
+    >>> srun_tasks_without_mpi({"SLURM_STEP_NUM_TASKS": "2", "SLURM_STEP_ID": "0"})
+    2
+    >>> srun_tasks_without_mpi({"SLURM_STEP_NUM_TASKS": "2", "SLURM_STEP_ID": "0", "PMI_FD": "3"})
+    0
+    >>> srun_tasks_without_mpi({"SLURM_STEP_NUM_TASKS": "1", "SLURM_STEP_ID": "batch"})
+    0
+    """
+    env = os.environ if environ is None else environ
+    tasks = env.get("SLURM_STEP_NUM_TASKS", "")
+    step = env.get("SLURM_STEP_ID", "")
+    if not tasks.isdigit() or int(tasks) <= 1 or not step.isdigit():
+        return 0
+    return 0 if under_mpi_launcher(env) else int(tasks)
+
+
+def srun_message(tasks: int | str) -> str:
+    """What to tell a user whose ranks each see a world of one."""
+    return (
+        f"srun started {tasks} tasks but each sees an MPI world of 1 rank: srun has no "
+        "MPI plugin for this MPI. Launch with 'srun --mpi=pmi2' (MPICH, the pip wheel), "
+        "'srun --mpi=pmix' (Open MPI), or 'mpiexec -n N' inside the allocation"
+    )
 
 
 def find_mpiexec(environ: Mapping[str, str] | None = None) -> str:

@@ -23,7 +23,7 @@ def format_duration(seconds: float) -> str:
     """
     if seconds != seconds or seconds == float("inf"):
         return "?"
-    if seconds < 60:
+    if round(seconds, 1) < 60:  # 59.97 is '1m00s', not '60.0s'
         return f"{seconds:.1f}s"
     m, s = divmod(int(round(seconds)), 60)
     if m < 60:

@@ -21,13 +21,18 @@ __all__ = ["Plan", "estimate_cost", "plan_chunks", "DEFAULT_GRAIN"]
 DEFAULT_GRAIN = 0.02
 
 # Rough seconds per unit of work for a class-name pattern; only the ratios matter much.
+# The first pattern found in the class name wins, so a more specific name comes first
+# (HistGradientBoosting before GradientBoosting, LinearSVC before SVC).
 _KIND_COST: tuple[tuple[str, str, float], ...] = (
     ("Dummy", "const", 2e-5),
-    ("GradientBoosting", "boost", 6e-8),
     ("HistGradientBoosting", "boost", 2e-8),
+    ("GradientBoosting", "boost", 6e-8),
     ("RandomForest", "forest", 1.2e-8),
     ("ExtraTrees", "forest", 6e-9),
     ("DecisionTree", "tree", 5e-8),
+    ("ExtraTree", "tree", 3e-8),
+    ("LinearSVC", "linear", 1e-7),
+    ("LinearSVR", "linear", 1e-7),
     ("SVC", "kernel", 4e-9),
     ("SVR", "kernel", 4e-9),
     ("KNeighbors", "lazy", 2e-8),

@@ -12,7 +12,7 @@ import inspect
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +187,7 @@ def parse_spec(
     scoring = _parse_scoring(raw.get("scoring"), source)
     refit = _parse_refit(raw.get("refit", True), scoring, source)
     cv = _parse_cv(raw.get("cv"), source)
+    data, cv = _link_groups(data, cv, source)
     rts = raw.get("return_train_score", False)
     if not isinstance(rts, bool):
         raise SpecError("return_train_score", f"must be true or false, got {rts!r}", source)
@@ -263,10 +264,18 @@ def _parse_models(raw: Any, source: str | None) -> tuple[ModelSpec, ...]:
         params = body.get("params") or {}
         if not isinstance(params, Mapping):
             raise SpecError(f"{key}.params", "must be a mapping of constructor arguments", source)
+        if inspect.ismodule(factory):
+            raise SpecError(
+                f"{key}.estimator",
+                f"{body['estimator']!r} is a module; name an estimator class or factory in it, "
+                "e.g. 'sklearn.linear_model.LogisticRegression'",
+                source,
+            )
         try:
             estimator = _build_estimator(factory, dict(params))
-        except (TypeError, ValueError) as exc:
-            raise SpecError(f"{key}.params", f"{body['estimator']}: {exc}", source) from None
+        except Exception as exc:  # the user's class or factory: report, do not trace back
+            where = f"{key}.params" if params else f"{key}.estimator"
+            raise SpecError(where, f"{body['estimator']}: {exc}", source) from None
         if not hasattr(estimator, "fit") or not hasattr(estimator, "get_params"):
             raise SpecError(
                 f"{key}.estimator",
@@ -372,9 +381,31 @@ def _parse_cv(raw: Any, source: str | None) -> CVSpec:
         cls(**kwargs)
     except (TypeError, ValueError) as exc:
         raise SpecError("cv", f"bad arguments for {name}: {exc}", source) from None
-    if "Group" in str(name) and not groups:
-        raise SpecError("cv.groups", f"{name} needs groups: name the groups column", source)
     return CVSpec(str(name), kwargs, groups)
+
+
+def _link_groups(data: DataSpec, cv: CVSpec, source: str | None) -> tuple[DataSpec, CVSpec]:
+    """One groups name for both sections: ``cv.groups`` and ``data.groups`` name the same column.
+
+    The data loader reads ``data.groups``, so a name given only in ``cv`` is copied there. A
+    ``Group*`` splitter needs groups: a named column (or array) for file data; a generator
+    gives them as the third item of its ``(X, y, groups)``.
+    """
+    if cv.groups is not None and data.groups is not None and cv.groups != data.groups:
+        raise SpecError(
+            "cv.groups",
+            f"{cv.groups!r} differs from data.groups {data.groups!r}; name the groups once",
+            source,
+        )
+    groups = cv.groups if cv.groups is not None else data.groups
+    if groups is not None and not isinstance(groups, str):
+        key = "cv.groups" if cv.groups is not None else "data.groups"
+        raise SpecError(key, f"must be a column (or array) name, got {groups!r}", source)
+    if "Group" in str(cv.splitter) and groups is None and data.generator is None:
+        raise SpecError(
+            "cv.groups", f"{cv.splitter} needs groups: name the groups column here", source
+        )
+    return replace(data, groups=groups), replace(cv, groups=groups)
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -392,7 +423,9 @@ def _splitter_class(name: str, key: str, source: str | None = None) -> Any:
         cls = getattr(ms, name, None)
     if cls is None or not inspect.isclass(cls) or not hasattr(cls, "split"):
         valid = sorted(
-            n for n in dir(ms) if inspect.isclass(getattr(ms, n)) and hasattr(getattr(ms, n), "split")
+            n for n in dir(ms)
+            if inspect.isclass(getattr(ms, n)) and hasattr(getattr(ms, n), "split")
+            and not inspect.isabstract(getattr(ms, n)) and not n.startswith("Base")
         )
         close = difflib.get_close_matches(str(name), valid, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""

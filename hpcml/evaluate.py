@@ -1,0 +1,79 @@
+"""The distributed core shared by ``run_experiment`` and ``MPISearchCV``: fit every task."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .engine import Engine
+from .fitting import FitResult, Folds, fit_and_score
+from .progress import Progress
+from .schedule import estimate_cost, plan_chunks
+from .tasks import TaskGrid
+from .threads import thread_budget
+
+__all__ = ["evaluate_grid", "share_folds"]
+
+
+def share_folds(engine: Engine, folds: Folds | None) -> Folds:
+    """The root's folds on every rank, sent as four index arrays."""
+    parts = folds.arrays() if engine.is_root else (None,) * 4
+    return Folds.from_arrays(*[engine.bcast_array(a) for a in parts])
+
+
+def evaluate_grid(
+    engine: Engine,
+    grid: TaskGrid,
+    folds: Folds,
+    X: Any,
+    y: Any,
+    estimators: Mapping[str, Any],
+    scorers: Mapping[str, Mapping[str, Any]],
+    *,
+    threads: int = 1,
+    return_train_score: bool = False,
+    error_score: float | str = np.nan,
+    progress: bool = True,
+) -> dict[int, FitResult] | None:
+    """Fit and score every task of ``grid`` on ``engine``; results on the root.
+
+    Parameters
+    ----------
+    engine : Engine
+        Runs the tasks (every rank must call this).
+    grid : TaskGrid
+        Candidates by model name, times folds.
+    folds : Folds
+        The same folds on every rank.
+    X, y : array-like
+        The same data on every rank.
+    estimators : mapping
+        Model name to unfitted estimator.
+    scorers : mapping
+        Model name to ``{metric: scorer}``.
+    threads : int
+        Thread budget of each fit.
+    """
+    n_features = X.shape[1] if getattr(X, "ndim", 1) > 1 else 1
+    n_train = int(np.mean(np.diff(folds.train_off))) if len(folds) else 0
+    costs = [
+        estimate_cost(estimators[c.model], c.params, n_train, n_features)
+        for c in grid.candidates
+        for _ in range(grid.n_splits)
+    ]
+    plan = plan_chunks(costs, engine.size)
+
+    def run_task(t: int) -> FitResult:
+        task = grid[t]
+        train, test = folds[task.fold]
+        model = task.candidate.model
+        return fit_and_score(
+            estimators[model], X, y, task.candidate.params, train, test, scorers[model],
+            task=t, return_train_score=return_train_score, error_score=error_score,
+        )
+
+    bar = Progress(len(grid), enabled=progress and engine.is_root)
+    with thread_budget(threads):
+        return engine.run(plan, run_task, bar)

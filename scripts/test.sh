@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The whole test suite, set-up included (README's second command; .ci/run calls exactly this).
+#   1. a virtual environment in .venv with hpcml and its test tools (PyPI: mpich, mpi4py, ...)
+#   2. ruff
+#   3. the MPI tests on every rank, under mpiexec -n 1, 2 and 3 (each with a hard timeout)
+#   4. the plain pytest suite (pure logic, CLI, hpcml run under mpiexec)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]' 2>&1 \
+    | grep -v "^WARNING: Location" || true
+.venv/bin/python -c "import hpcml, mpi4py.MPI" >/dev/null
+
+export UCX_LOG_LEVEL=error  # MPICH's UCX layer warns about benign pools at exit
+export PYTHONDONTWRITEBYTECODE=1
+
+echo "== ruff"
+.venv/bin/ruff check hpcml tests benchmarks
+
+for n in 1 2 3; do
+    echo "== MPI tests: mpiexec -n $n"
+    timeout --signal=TERM --kill-after=20 600 \
+        .venv/bin/mpiexec -n "$n" .venv/bin/python tests/mpi/run_pytest.py tests/mpi -q \
+        -p no:cacheprovider
+done
+
+echo "== pytest (doctests, pure logic, CLI)"
+exec .venv/bin/python -m pytest -q --doctest-modules hpcml tests --ignore=tests/mpi "$@"
