@@ -24,6 +24,7 @@ from .schedule import Plan
 
 __all__ = [
     "MPIEngine",
+    "WorkCounter",
     "abort_on_error",
     "check_launch",
     "node_layout",
@@ -185,65 +186,99 @@ class MPIEngine(Engine):
     def run(
         self, plan: Plan, run_task: RunTask, progress: Progress | None = None
     ) -> dict[int, FitResult] | None:
-        import numpy as np
-        from mpi4py import MPI
-
         comm, rank = self.comm, self.rank
         t0 = comm.bcast(time.time() if rank == 0 else None, root=0)
-        itemsize = MPI.INT64_T.Get_size()
-        claim = MPI.Win.Allocate(itemsize if rank == 0 else 0, itemsize, comm=comm)
-        done = MPI.Win.Allocate(itemsize if rank == 0 else 0, itemsize, comm=comm)
-        if rank == 0:
-            for win in (claim, done):
-                np.frombuffer(win.tomemory(), dtype=np.int64)[:] = 0
-        comm.Barrier()
-        claim.Lock_all()
-        done.Lock_all()
         mine: list[FitResult] = []
-        local_done = [0]
-        watcher = None
-        if rank == 0 and progress is not None:
-            watcher = _Watcher(done, local_done, progress)
-            watcher.start()
-        try:
-            one = np.ones(1, dtype=np.int64)
-            got = np.zeros(1, dtype=np.int64)
-            while True:
-                claim.Fetch_and_op([one, MPI.INT64_T], [got, MPI.INT64_T], 0, 0, MPI.SUM)
-                claim.Flush(0)
-                c = int(got[0])
-                if c >= plan.n_chunks:
-                    break
+        with WorkCounter(comm, progress) as counter:
+            while (c := counter.claim()) < plan.n_chunks:
                 chunk = plan.chunk(c)
                 for t in chunk:
                     start = time.time() - t0
                     r = run_task(int(t))
                     r.rank, r.start, r.end = rank, start, time.time() - t0
                     mine.append(r)
-                if rank == 0:
-                    local_done[0] += len(chunk)
-                else:
-                    n = np.array([len(chunk)], dtype=np.int64)
-                    done.Accumulate([n, MPI.INT64_T], 0, 0, MPI.SUM)
-                    done.Flush(0)
-        except BaseException:
-            # The other ranks would wait for this one forever: stop them all, with the cause.
-            if watcher is not None:
-                watcher.stop()
-            with abort_on_error(comm):
-                raise
-        claim.Unlock_all()
-        sleepy_barrier(comm)  # rank 0 keeps showing progress while the last chunks finish
-        if watcher is not None:
-            watcher.stop()
-            watcher.finish()
-        done.Unlock_all()
-        claim.Free()
-        done.Free()
+                counter.add_done(len(chunk))
         gathered = comm.gather(mine, root=0)
         if rank != 0:
             return None
         return {r.task: r for part in gathered for r in part}
+
+
+class WorkCounter:
+    """Dynamic self-scheduling: a shared "next item" counter and a "done" counter on rank 0.
+
+    Collective to open (``with WorkCounter(comm, progress) as counter``) and to close. Inside,
+    any rank calls :meth:`claim` to take the next item number (one MPI-3 atomic
+    fetch-and-add, no dispatcher rank) and :meth:`add_done` when it has finished items; rank 0
+    shows the done count on ``progress``. Leaving the block waits (without spinning) for all
+    ranks; an exception inside it aborts the whole job with this rank's traceback, since the
+    other ranks would otherwise wait for it forever.
+
+    Parameters
+    ----------
+    comm : mpi4py.MPI.Intracomm
+        The ranks that share the work.
+    progress : Progress, optional
+        Shown by rank 0 from a background thread.
+    """
+
+    def __init__(self, comm: Any, progress: Progress | None = None) -> None:
+        import numpy as np
+        from mpi4py import MPI
+
+        self.comm, self.rank = comm, comm.Get_rank()
+        self._MPI, self._np = MPI, np
+        itemsize = MPI.INT64_T.Get_size()
+        self._claim = MPI.Win.Allocate(itemsize if self.rank == 0 else 0, itemsize, comm=comm)
+        self._done = MPI.Win.Allocate(itemsize if self.rank == 0 else 0, itemsize, comm=comm)
+        if self.rank == 0:
+            for win in (self._claim, self._done):
+                np.frombuffer(win.tomemory(), dtype=np.int64)[:] = 0
+        comm.Barrier()
+        self._claim.Lock_all()
+        self._done.Lock_all()
+        self._one = np.ones(1, dtype=np.int64)
+        self._got = np.zeros(1, dtype=np.int64)
+        self._local_done = [0]
+        self._watcher = None
+        if self.rank == 0 and progress is not None:
+            self._watcher = _Watcher(self._done, self._local_done, progress)
+            self._watcher.start()
+
+    def claim(self) -> int:
+        """The next unclaimed item number (numbers grow past the end: stop there)."""
+        MPI = self._MPI
+        self._claim.Fetch_and_op([self._one, MPI.INT64_T], [self._got, MPI.INT64_T], 0, 0, MPI.SUM)
+        self._claim.Flush(0)
+        return int(self._got[0])
+
+    def add_done(self, n: int) -> None:
+        """Count ``n`` more finished tasks (for the progress display)."""
+        if self.rank == 0:
+            self._local_done[0] += n
+            return
+        MPI = self._MPI
+        count = self._np.array([n], dtype=self._np.int64)
+        self._done.Accumulate([count, MPI.INT64_T], 0, 0, MPI.SUM)
+        self._done.Flush(0)
+
+    def __enter__(self) -> WorkCounter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc is not None:
+            if self._watcher is not None:
+                self._watcher.stop()
+            with abort_on_error(self.comm):
+                raise exc
+        self._claim.Unlock_all()
+        sleepy_barrier(self.comm)  # rank 0 keeps showing progress while the last items finish
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher.finish()
+        self._done.Unlock_all()
+        self._claim.Free()
+        self._done.Free()
 
 
 class _Watcher(threading.Thread):
