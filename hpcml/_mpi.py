@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Iterator
 from typing import Any
 
-from .engine import Engine, RunTask
+from .engine import Engine, OnResult, RunTask, ShouldStop
 from .errors import UsageError
 from .fitting import FitResult
 from .progress import Progress
@@ -35,6 +35,8 @@ __all__ = [
 CHUNK_BYTES = 1 << 30
 #: Seconds between polls while a rank waits without spinning its core.
 POLL = 0.002
+#: Claim-counter value that means "stop": far past any chunk number.
+STOPPED = 1 << 60
 
 
 def world() -> Any:
@@ -184,24 +186,46 @@ class MPIEngine(Engine):
         return {"engine": "MPIEngine", "ranks": self.size, "mpi": mpi_library_version()}
 
     def run(
-        self, plan: Plan, run_task: RunTask, progress: Progress | None = None
+        self,
+        plan: Plan,
+        run_task: RunTask,
+        progress: Progress | None = None,
+        on_result: OnResult | None = None,
+        should_stop: ShouldStop | None = None,
     ) -> dict[int, FitResult] | None:
         comm, rank = self.comm, self.rank
         t0 = comm.bcast(time.time() if rank == 0 else None, root=0)
         mine: list[FitResult] = []
+        stop = should_stop or (lambda: False)
         with WorkCounter(comm, progress) as counter:
-            while (c := counter.claim()) < plan.n_chunks:
+            while not counter.stopped and (c := counter.claim()) < plan.n_chunks:
                 chunk = plan.chunk(c)
+                n = 0
                 for t in chunk:
+                    if stop() or counter.poll_stop():
+                        counter.stop()
+                        break
                     start = time.time() - t0
                     r = run_task(int(t))
                     r.rank, r.start, r.end = rank, start, time.time() - t0
                     mine.append(r)
-                counter.add_done(len(chunk))
+                    n += 1
+                    if on_result is not None:
+                        on_result(r)
+                counter.add_done(n)
+                if stop():
+                    counter.stop()
+        self.interrupted = bool(comm.allreduce(counter.stopped, op=_mpi_max()))
         gathered = comm.gather(mine, root=0)
         if rank != 0:
             return None
         return {r.task: r for part in gathered for r in part}
+
+
+def _mpi_max():
+    from mpi4py import MPI
+
+    return MPI.MAX
 
 
 class WorkCounter:
@@ -240,6 +264,8 @@ class WorkCounter:
         self._one = np.ones(1, dtype=np.int64)
         self._got = np.zeros(1, dtype=np.int64)
         self._local_done = [0]
+        self.stopped = False
+        self._last_poll = time.monotonic()
         self._watcher = None
         if self.rank == 0 and progress is not None:
             self._watcher = _Watcher(self._done, self._local_done, progress)
@@ -250,7 +276,33 @@ class WorkCounter:
         MPI = self._MPI
         self._claim.Fetch_and_op([self._one, MPI.INT64_T], [self._got, MPI.INT64_T], 0, 0, MPI.SUM)
         self._claim.Flush(0)
-        return int(self._got[0])
+        value = int(self._got[0])
+        if value >= STOPPED:
+            self.stopped = True
+        return value
+
+    def stop(self) -> None:
+        """Stop every rank: push the counter past any item number (each sees it at its next claim)."""
+        MPI = self._MPI
+        big = self._np.array([STOPPED], dtype=self._np.int64)
+        self._claim.Fetch_and_op([big, MPI.INT64_T], [self._got, MPI.INT64_T], 0, 0, MPI.MAX)
+        self._claim.Flush(0)
+        self.stopped = True
+
+    def poll_stop(self, every: float = 1.0) -> bool:
+        """Whether another rank stopped the work (checked at most every ``every`` seconds)."""
+        if self.stopped:
+            return True
+        now = time.monotonic()
+        if now - self._last_poll < every:
+            return False
+        self._last_poll = now
+        MPI = self._MPI
+        zero = self._np.zeros(1, dtype=self._np.int64)
+        self._claim.Fetch_and_op([zero, MPI.INT64_T], [self._got, MPI.INT64_T], 0, 0, MPI.NO_OP)
+        self._claim.Flush(0)
+        self.stopped = int(self._got[0]) >= STOPPED
+        return self.stopped
 
     def add_done(self, n: int) -> None:
         """Count ``n`` more finished tasks (for the progress display)."""

@@ -5,14 +5,26 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 
 __all__ = ["call", "run_foreground"]
 
 
-def run_foreground(cmd: Sequence[str], env: Mapping[str, str] | None = None) -> int:
-    """Run ``cmd`` with this terminal, forward SIGINT/SIGTERM/SIGUSR1 to it, return its status."""
-    proc = subprocess.Popen(list(cmd), env=dict(env) if env is not None else None)
+def run_foreground(
+    cmd: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    on_stdout_line: Callable[[str], None] | None = None,
+) -> int:
+    """Run ``cmd`` with this terminal, forward SIGINT/SIGTERM/SIGUSR1 to it, return its status.
+
+    With ``on_stdout_line``, its standard output is passed through line by line and each
+    line is also given to that callback (e.g. to read the launcher's failure report).
+    """
+    proc = subprocess.Popen(
+        list(cmd), env=dict(env) if env is not None else None,
+        stdout=subprocess.PIPE if on_stdout_line else None, text=True if on_stdout_line else None,
+    )
     forwarded = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
     previous = {}
 
@@ -25,6 +37,11 @@ def run_foreground(cmd: Sequence[str], env: Mapping[str, str] | None = None) -> 
     for s in forwarded:
         previous[s] = signal.signal(s, forward)
     try:
+        if on_stdout_line is not None:
+            for line in proc.stdout:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+                on_stdout_line(line)
         while True:
             try:
                 return proc.wait()
@@ -36,10 +53,13 @@ def run_foreground(cmd: Sequence[str], env: Mapping[str, str] | None = None) -> 
 
 
 def call(cmd: Sequence[str], timeout: float | None = None, env: Mapping[str, str] | None = None,
-         check: bool = True) -> subprocess.CompletedProcess:
-    """Run ``cmd`` and capture its output; raise with command, status and output on failure."""
+         check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
+    """Run ``cmd`` and capture its output; raise with command, status and output on failure.
+
+    ``input`` is sent to its standard input (e.g. a job script to ``sbatch``).
+    """
     proc = subprocess.run(
-        list(cmd), capture_output=True, text=True, timeout=timeout,
+        list(cmd), capture_output=True, text=True, timeout=timeout, input=input,
         env={**os.environ, **env} if env else None,
     )
     if check and proc.returncode != 0:

@@ -34,7 +34,15 @@ outputs in --out:
   best_model.joblib  the best estimator refit on all data (a pickle: load only trusted files)
   run.json           ranks, hosts, threads per rank, versions, wall time, spec hash
 
-exit status: 0 done, 1 a failure (traceback shown with rank and host), 2 bad input.
+resume and wall time:
+  Every finished fit goes to DIR/journal at once. Running the same command again resumes:
+  only the missing fits run, and the results equal an uninterrupted run. SIGTERM or SIGUSR1
+  (sbatch --signal=B:USR1@120) stops every rank between fits, keeps the journal and exits
+  with status 75; run again (the Slurm templates requeue) to finish. 'hpcml collect DIR'
+  shows the results so far at any time.
+
+exit status: 0 done, 1 a failure (traceback shown with rank and host), 2 bad input,
+             75 stopped by SIGTERM/SIGUSR1 with the journal saved (run again to resume).
 """
 
 
@@ -71,8 +79,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="BLAS/OpenMP/joblib threads per rank (default: SLURM_CPUS_PER_TASK, "
         "OMP_NUM_THREADS, else cores on the node / ranks on the node)",
     )
-    run.add_argument("--force", action="store_true", help="overwrite the results of a finished run in --out")
+    run.add_argument(
+        "--resume", action="store_true",
+        help="continue from the journal in --out (the default when it holds a journal of the "
+        "same spec and data; a journal of another spec or data is refused)",
+    )
+    run.add_argument(
+        "--force", action="store_true",
+        help="discard what --out holds (results, journal) and start over",
+    )
+    run.add_argument(
+        "--fit-timeout", type=_positive_float, metavar="SECONDS",
+        help="stop a fit after SECONDS and score it as failed (overrides the spec's fit_timeout)",
+    )
+    run.add_argument(
+        "--shard", type=_shard, metavar="I/N",
+        help="run only shard I of N (0-based) of the fit tasks, balanced by estimated cost; "
+        "merge the shards with 'hpcml collect DIR'",
+    )
     run.add_argument("--no-progress", action="store_true", help="do not show progress")
+
+    col = sub.add_parser(
+        "collect",
+        help="rebuild cv_results.csv from the journal (partial results, or merge shards)",
+        description="Rebuild DIR/cv_results.csv from DIR/journal at any time: unfinished "
+        "candidates are marked in a 'finished_splits' column and their means are over the "
+        "finished folds. When every fit is done, also write best.json, refit the best model "
+        "into best_model.joblib and write run.json.",
+    )
+    col.add_argument("out", metavar="DIR", help="the --out folder of 'hpcml run'")
+    col.add_argument("--no-refit", action="store_true", help="do not refit the best model")
+
+
 
     info = sub.add_parser(
         "info", help="show the MPI library, launcher and thread layout a run would use"
@@ -91,6 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_run(args, argv)
         if args.command == "info":
             return _cmd_info(args)
+        if args.command == "collect":
+            return _cmd_collect(args)
     except UsageError as exc:
         _error(str(exc))
         return EXIT_USAGE
@@ -134,7 +174,11 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     rank_argv = [a for a in _strip_ranks(argv)]
     if args.out is None:
         rank_argv += ["--out", out]
-    return run_foreground(mpiexec_command(find_mpiexec(), n, rank_argv), env=env)
+    report = _LauncherReport()
+    code = run_foreground(mpiexec_command(find_mpiexec(), n, rank_argv), env=env,
+                          on_stdout_line=report.feed)
+    report.explain(code, out, n)
+    return code
 
 
 def _run_rank(args: argparse.Namespace, out: str) -> int:
@@ -151,6 +195,10 @@ def _run_rank(args: argparse.Namespace, out: str) -> int:
     layout = _mpi.node_layout(comm)
     threads, _ = threads_per_rank(layout["ranks_on_node"], cli=args.threads_per_rank)
     os.environ.update(thread_env(threads))  # before numpy is imported in this rank
+    from .signals import EXIT_REQUEUE, StopFlag, install_stop_handlers
+
+    stop = StopFlag()
+    install_stop_handlers(stop)
     with _mpi.abort_on_error(comm):
         try:
             from .experiment import run_experiment
@@ -158,13 +206,69 @@ def _run_rank(args: argparse.Namespace, out: str) -> int:
             result = run_experiment(
                 args.spec, out, comm=comm if comm.Get_size() > 1 else None,
                 threads=threads, progress=not args.no_progress, force=args.force,
+                shard=args.shard, fit_timeout=args.fit_timeout, stop=stop,
             )
         except UsageError as exc:
             if rank == 0:
                 _error(str(exc))
             return EXIT_USAGE
+    if result.interrupted and not result.complete:
+        if rank == 0:
+            sys.stderr.write(
+                f"hpcml: stopped by {stop.signal_name or 'a stop request'}; every finished fit "
+                f"is in {out}/journal. Run the same command again to resume "
+                f"(exit status {EXIT_REQUEUE}).\n"
+            )
+        return EXIT_REQUEUE
     if rank == 0:
         _summary(result)
+    return 0
+
+
+class _LauncherReport:
+    """Reads mpiexec's "PID 1234 RUNNING AT host" report to name the rank that died."""
+
+    def __init__(self) -> None:
+        self.dead: list[tuple[int, str, str]] = []
+        self._pid: tuple[int, str] | None = None
+
+    def feed(self, line: str) -> None:
+        import re
+
+        m = re.search(r"PID (\d+) RUNNING AT (\S+)", line)
+        if m:
+            self._pid = (int(m.group(1)), m.group(2))
+        m = re.search(r"EXIT CODE: (\d+)", line)
+        if m and self._pid is not None:
+            self.dead.append((*self._pid, m.group(1)))
+            self._pid = None
+
+    def explain(self, code: int, out: str, n: int) -> None:
+        if code in (0, EXIT_USAGE, 75) or not self.dead:
+            return
+        from .journal import find_rank
+
+        for pid, host, exit_code in self.dead:
+            who = find_rank(out, pid, host)
+            name = f"rank {who['rank']} of {n}" if who else "a rank"
+            how = {"9": "killed by SIGKILL (out of memory, or killed by hand?)",
+                   "11": "a segmentation fault"}.get(exit_code, f"exit code {exit_code}")
+            _error(
+                f"{name} (pid {pid} on {host}) died: {how}. The other ranks were stopped; "
+                f"every finished fit is in {out}/journal: run the same command again to resume"
+            )
+
+
+def _cmd_collect(args: argparse.Namespace) -> int:
+    from .collect import collect
+
+    info = collect(args.out, refit=not args.no_refit)
+    state = "complete" if info["complete"] else "partial"
+    print(f"{args.out}/cv_results.csv: {info['done']}/{info['total']} fits ({state})")
+    if info["best"] is not None:
+        best = info["best"]
+        scores = ", ".join(f"{k}={v:.6g}" for k, v in best["scores"].items())
+        print(f"best: {best['model']} {best['params']} ({scores})")
     return 0
 
 
@@ -191,6 +295,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _summary(result) -> None:
+    if not result.complete:
+        shard = result.run.get("shard")
+        print(f"shard {shard} done; merge the shards with: hpcml collect {result.out}")
+        return
     best = result.best
     if best is not None:
         scores = ", ".join(f"{k}={v:.6g}" for k, v in best["scores"].items())
@@ -221,6 +329,25 @@ def _strip_ranks(argv: list[str]) -> list[str]:
             continue
         out.append(a)
     return out
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text}")
+    return value
+
+
+def _shard(text: str) -> tuple[int, int]:
+    i, sep, n = text.partition("/")
+    if not sep or not i.strip().isdigit() or not n.strip().isdigit() or int(n) < 1:
+        raise argparse.ArgumentTypeError(f"expected I/N like 0/4, got {text!r}")
+    if not 0 <= int(i) < int(n):
+        raise argparse.ArgumentTypeError(f"shard I/N needs 0 <= I < N, got {text!r}")
+    return int(i), int(n)
 
 
 def _positive_int(text: str) -> int:

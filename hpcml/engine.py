@@ -20,6 +20,8 @@ from .schedule import Plan
 __all__ = ["Engine", "SerialEngine", "get_engine"]
 
 RunTask = Callable[[int], FitResult]
+OnResult = Callable[[FitResult], None]
+ShouldStop = Callable[[], bool]
 
 
 class Engine(ABC):
@@ -27,6 +29,8 @@ class Engine(ABC):
 
     rank: int = 0
     size: int = 1
+    #: Whether the last :meth:`run` stopped early on a stop request (same on every rank).
+    interrupted: bool = False
 
     @property
     def is_root(self) -> bool:
@@ -42,9 +46,19 @@ class Engine(ABC):
 
     @abstractmethod
     def run(
-        self, plan: Plan, run_task: RunTask, progress: Progress | None = None
+        self,
+        plan: Plan,
+        run_task: RunTask,
+        progress: Progress | None = None,
+        on_result: OnResult | None = None,
+        should_stop: ShouldStop | None = None,
     ) -> dict[int, FitResult] | None:
-        """Run every task of ``plan``; all results on the root, ``None`` elsewhere."""
+        """Run every task of ``plan``; all results on the root, ``None`` elsewhere.
+
+        ``on_result`` sees each result on the rank that made it, as soon as it is made (the
+        journal). When ``should_stop()`` turns true on any rank, every rank stops taking
+        tasks, the finished results are still returned and :attr:`interrupted` is set.
+        """
 
     def wait_for_root(self) -> None:
         """Block until the root calls :meth:`release` (without spinning a core)."""
@@ -69,18 +83,31 @@ class SerialEngine(Engine):
         return arr
 
     def run(
-        self, plan: Plan, run_task: RunTask, progress: Progress | None = None
+        self,
+        plan: Plan,
+        run_task: RunTask,
+        progress: Progress | None = None,
+        on_result: OnResult | None = None,
+        should_stop: ShouldStop | None = None,
     ) -> dict[int, FitResult]:
         t0 = time.time()
         out: dict[int, FitResult] = {}
+        self.interrupted = False
         for c in range(plan.n_chunks):
             for t in plan.chunk(c):
+                if should_stop is not None and should_stop():
+                    self.interrupted = True
+                    break
                 start = time.time() - t0
                 r = run_task(int(t))
                 r.start, r.end = start, time.time() - t0
-                out[int(t)] = r
+                out[r.task] = r
+                if on_result is not None:
+                    on_result(r)
             if progress is not None:
                 progress.update(len(out))
+            if self.interrupted:
+                break
         if progress is not None:
             progress.close()
         return out

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from .engine import Engine
+from .engine import Engine, OnResult, ShouldStop
 from .fitting import FitResult, Folds, fit_and_score
 from .progress import Progress
 from .schedule import estimate_cost, plan_chunks
 from .tasks import TaskGrid
 from .threads import thread_budget
+from .timeout import TimeoutRunner
 
-__all__ = ["evaluate_grid", "share_folds"]
+__all__ = ["evaluate_grid", "share_folds", "task_costs"]
 
 
 def share_folds(engine: Engine, folds: Folds | None) -> Folds:
@@ -36,6 +37,10 @@ def evaluate_grid(
     return_train_score: bool = False,
     error_score: float | str = np.nan,
     progress: bool = True,
+    tasks: Sequence[int] | None = None,
+    on_result: OnResult | None = None,
+    should_stop: ShouldStop | None = None,
+    fit_timeout: float | None = None,
 ) -> dict[int, FitResult] | None:
     """Fit and score every task of ``grid`` on ``engine``; results on the root.
 
@@ -55,17 +60,21 @@ def evaluate_grid(
         Model name to ``{metric: scorer}``.
     threads : int
         Thread budget of each fit.
+    tasks : sequence of int, optional
+        Only these task indices (default: all); e.g. those not yet in the journal.
+    on_result, should_stop
+        Passed to :meth:`Engine.run` (journal, stop requests).
+    fit_timeout : float, optional
+        Seconds a fit may take; longer fits are stopped and scored as failed.
     """
     n_features = X.shape[1] if getattr(X, "ndim", 1) > 1 else 1
     n_train = int(np.mean(np.diff(folds.train_off))) if len(folds) else 0
-    costs = [
-        estimate_cost(estimators[c.model], c.params, n_train, n_features)
-        for c in grid.candidates
-        for _ in range(grid.n_splits)
-    ]
+    todo = np.arange(len(grid)) if tasks is None else np.asarray(tasks, dtype=np.int64)
+    costs = task_costs(grid, estimators, n_train, n_features)[todo]
     plan = plan_chunks(costs, engine.size)
 
-    def run_task(t: int) -> FitResult:
+    def run_task(i: int) -> FitResult:
+        t = int(todo[i])
         task = grid[t]
         train, test = folds[task.fold]
         model = task.candidate.model
@@ -74,6 +83,20 @@ def evaluate_grid(
             task=t, return_train_score=return_train_score, error_score=error_score,
         )
 
-    bar = Progress(len(grid), enabled=progress and engine.is_root)
+    bar = Progress(len(todo), enabled=progress and engine.is_root)
     with thread_budget(threads):
-        return engine.run(plan, run_task, bar)
+        if fit_timeout is None:
+            return engine.run(plan, run_task, bar, on_result, should_stop)
+        metrics = list(next(iter(scorers.values())))
+        with TimeoutRunner(run_task, fit_timeout, metrics, error_score, return_train_score) as tr:
+            return engine.run(plan, tr, bar, on_result, should_stop)
+
+
+def task_costs(grid: TaskGrid, estimators: Mapping[str, Any], n_train: int,
+               n_features: int) -> np.ndarray:
+    """Estimated cost of every task of ``grid`` (the same on every rank)."""
+    per_candidate = np.array([
+        estimate_cost(estimators[c.model], c.params, n_train, n_features)
+        for c in grid.candidates
+    ])
+    return np.repeat(per_candidate, grid.n_splits)

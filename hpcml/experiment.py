@@ -4,26 +4,37 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .checks import check_nan_support, check_splits_vs_classes
 from .data import Dataset, fingerprint, load_data
 from .engine import Engine, get_engine
 from .errors import UsageError
-from .evaluate import evaluate_grid, share_folds
-from .fitting import Folds, make_scorer_map
-from .outputs import atomic_dump_joblib, atomic_write_json, atomic_write_text, check_out_dir
+from .evaluate import evaluate_grid, share_folds, task_costs
+from .fitting import FitResult, Folds, make_scorer_map
+from .journal import JOURNAL_DIR, Journal, Manifest, array_id, read_journal, task_keys
+from .outputs import (
+    RESULT_FILES,
+    atomic_dump_joblib,
+    atomic_write_json,
+    atomic_write_text,
+    check_out_dir,
+)
 from .results import best_index, cv_results_to_csv, format_cv_results
+from .schedule import shard_tasks
 from .spec import ExperimentSpec, load_spec, parse_spec
 from .tasks import TaskGrid
 from .threads import thread_budget, threads_per_rank, usable_cores
 
-__all__ = ["ExperimentResult", "run_experiment"]
+__all__ = ["ExperimentResult", "run_experiment", "finalize"]
 
 
 @dataclass
@@ -33,15 +44,25 @@ class ExperimentResult:
     Attributes
     ----------
     cv_results : dict
-        ``cv_results_`` of all models' candidates, with a ``model`` column.
+        ``cv_results_`` of all models' candidates, with a ``model`` column. When the run is
+        not complete (stopped, or one shard), means and ranks are over the finished splits.
     best : dict or None
-        ``{"model", "params", "index", "scores"}`` of the best candidate by ``refit``.
+        ``{"model", "params", "index", "scores"}`` of the best candidate by ``refit``
+        (``None`` without refit or before the run is complete).
     best_estimator : estimator or None
         The best candidate refit on all data (``None`` without refit, and on ranks > 0).
     out : Path or None
         The output folder, when one was given.
     run : dict
         Layout, versions, wall time and the spec hash (what ``run.json`` holds).
+    complete : bool
+        Every task has a result (this run's or the journal's).
+    interrupted : bool
+        A stop request (SIGTERM/SIGUSR1) ended the run early; run again to resume.
+    n_resumed : int
+        Results taken from the journal of an earlier run.
+    n_failed : int
+        Fits that raised (scored ``error_score``).
     """
 
     cv_results: dict[str, Any]
@@ -49,6 +70,10 @@ class ExperimentResult:
     best_estimator: Any = None
     out: Path | None = None
     run: dict[str, Any] = field(default_factory=dict)
+    complete: bool = True
+    interrupted: bool = False
+    n_resumed: int = 0
+    n_failed: int = 0
 
 
 def run_experiment(
@@ -60,18 +85,24 @@ def run_experiment(
     threads: int | None = None,
     progress: bool = True,
     force: bool = False,
+    shard: tuple[int, int] | None = None,
+    fit_timeout: float | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> ExperimentResult:
     """Run a grid-search experiment on every rank of ``comm`` (or serially).
 
     Call it on every rank (e.g. a script under ``mpiexec -n P``); all ranks return the same
-    ``cv_results``.
+    ``cv_results``. With ``out``, every finished fit goes to a journal there at once, and a
+    later call with the same spec and data resumes: it runs only the missing fits and gives
+    the same results (timings aside).
 
     Parameters
     ----------
     spec : path, dict or ExperimentSpec
         A YAML spec file, or its content as a dict (relative data paths from the cwd).
     out : path, optional
-        Folder for ``cv_results.csv``, ``best.json``, ``best_model.joblib`` and ``run.json``.
+        Folder for ``cv_results.csv``, ``best.json``, ``best_model.joblib``, ``run.json`` and
+        the journal.
     comm : mpi4py communicator, optional
         Defaults to ``COMM_WORLD`` (serial when it has one rank).
     engine : Engine, optional
@@ -81,7 +112,14 @@ def run_experiment(
     progress : bool
         Show progress on rank 0 (standard error).
     force : bool
-        Overwrite the results of a finished run in ``out``.
+        Discard what ``out`` holds (results, journal) and start over.
+    shard : (i, n), optional
+        Run only shard ``i`` of ``n`` (0-based) of the tasks, balanced by estimated cost;
+        ``hpcml collect`` merges the shards' journals.
+    fit_timeout : float, optional
+        Seconds a fit may take (overrides the spec's ``fit_timeout``).
+    stop : callable, optional
+        Polled between fits; when it returns true, every rank stops and the journal is kept.
 
     Returns
     -------
@@ -97,55 +135,189 @@ def run_experiment(
     engine = engine or get_engine(comm)
     if out is not None:
         _collective(engine, lambda: check_out_dir(out, force))
-    data = _collective(engine, lambda: load_data(spec.data, spec.source))
-    X = engine.bcast_array(data.X if engine.is_root else None)
-    y = engine.bcast_array(data.y if engine.is_root else None)
     estimators = {m.name: m.make() for m in spec.models}
     first = next(iter(estimators.values()))
-    folds = _collective(engine, lambda: _make_folds(spec, first, data))
-    folds = share_folds(engine, folds)
+
+    def load() -> Dataset:
+        data = load_data(spec.data, spec.source)
+        check_nan_support(data.X, estimators, data.feature_names, spec.source)
+        return data
+
+    data = _collective(engine, load)
+    X = engine.bcast_array(data.X if engine.is_root else None)
+    y = engine.bcast_array(data.y if engine.is_root else None)
+    folds = share_folds(engine, _collective(engine, lambda: _make_folds(spec, first, data)))
+    grid = TaskGrid([(m.name, list(m.grid)) for m in spec.models], len(folds))
+    manifest = None
+    if engine.is_root:
+        manifest = _manifest(spec, data, folds, grid)
+    manifest = engine.bcast(manifest)
+    keys = task_keys(grid, manifest["folds"], manifest["data_fingerprint"])
+
+    resumed: dict[int, FitResult] = {}
+    if out is not None:
+        resumed = _collective(engine, lambda: _prepare_out(Path(out), manifest, keys, force)) or {}
+    done = engine.bcast(sorted(resumed) if engine.is_root else None)
+    todo = np.setdiff1d(np.arange(len(grid)), np.asarray(done, dtype=np.int64))
+    if shard is not None:
+        n_train = int(np.mean(np.diff(folds.train_off)))
+        owner = shard_tasks(task_costs(grid, estimators, n_train, X.shape[1]), shard[1])
+        todo = todo[owner[todo] == shard[0]]
+    if engine.is_root and progress and done:
+        sys.stderr.write(f"resuming: {len(done)} of {len(grid)} fits are in the journal\n")
 
     layout = _layout(engine)
     threads, source = threads_per_rank(layout["ranks_on_node"], cli=threads)
-    grid = TaskGrid([(m.name, list(m.grid)) for m in spec.models], len(folds))
     metric_arg = list(spec.metric_names) if spec.scoring else None
     scorers = {name: make_scorer_map(metric_arg, est)[0] for name, est in estimators.items()}
-    if out is not None and engine.is_root:
-        Path(out).mkdir(parents=True, exist_ok=True)
-    results = evaluate_grid(
-        engine, grid, folds, X, y, estimators, scorers, threads=threads,
-        return_train_score=spec.return_train_score, error_score=spec.error_score,
-        progress=progress,
-    )
+    journal = None
+    if out is not None:
+        label = f"{shard[0]}/{shard[1]}" if shard else ""
+        journal = Journal(out, engine.rank, shard=label)
+    try:
+        results = evaluate_grid(
+            engine, grid, folds, X, y, estimators, scorers, threads=threads,
+            return_train_score=spec.return_train_score, error_score=spec.error_score,
+            progress=progress, tasks=todo,
+            on_result=None if journal is None else (lambda r: journal.append(keys[r.task], r)),
+            should_stop=stop, fit_timeout=fit_timeout or spec.fit_timeout,
+        )
+    finally:
+        if journal is not None:
+            journal.close()
+    interrupted = engine.interrupted
 
     payload = None
+    best_est = None
     if engine.is_root:
-        cv = format_cv_results(
-            grid.candidates, grid.n_splits, results, spec.metric_names, spec.return_train_score
-        )
-        best, best_est = None, None
-        if spec.refit_metric is not None:
-            i = best_index(cv, spec.refit_metric)
-            cand = grid.candidates[i]
-            best = {
-                "model": cand.model,
-                "params": dict(cand.params),
-                "index": i,
-                "refit_metric": spec.refit_metric,
-                "scores": {m: float(cv[f"mean_test_{m}"][i]) for m in spec.metric_names},
-            }
-            best_est, refit_time = _refit(estimators[cand.model], cand.params, X, y, layout)
-            best["refit_time"] = refit_time
+        results = {**resumed, **results}
+        complete = len(results) == len(grid)
+        n_failed = sum(r.error is not None for r in results.values())
         run = _run_info(spec, engine, layout, threads, source, data, len(grid), wall0)
-        if out is not None:
-            _write_outputs(Path(out), cv, best, best_est, run)
-        payload = (cv, best, run)
+        run.update(n_resumed=len(resumed), n_failed=n_failed, complete=complete,
+                   shard=None if shard is None else f"{shard[0]}/{shard[1]}")
+        cv, best, best_est = finalize(
+            spec, grid, results, X, y, estimators,
+            out=None if out is None or (shard is not None and not complete) else Path(out),
+            run=run, refit=complete,
+        )
+        payload = (cv, best, run, complete, len(resumed), n_failed)
         engine.release()
     else:
         engine.wait_for_root()
-        best_est = None
-    cv, best, run = engine.bcast(payload)
-    return ExperimentResult(cv, best, best_est, Path(out) if out is not None else None, run)
+    cv, best, run, complete, n_resumed, n_failed = engine.bcast(payload)
+    return ExperimentResult(
+        cv, best, best_est, Path(out) if out is not None else None, run,
+        complete=complete, interrupted=interrupted, n_resumed=n_resumed, n_failed=n_failed,
+    )
+
+
+def finalize(
+    spec: ExperimentSpec,
+    grid: TaskGrid,
+    results: dict[int, FitResult],
+    X: Any,
+    y: Any,
+    estimators: dict[str, Any],
+    out: Path | None,
+    run: dict[str, Any],
+    refit: bool = True,
+) -> tuple[dict[str, Any], dict[str, Any] | None, Any]:
+    """From results to ``cv_results``, the best candidate, its refit and the files in ``out``.
+
+    A complete set of results gives the final files (``run.json`` last: it marks a finished
+    run); an incomplete one gives ``cv_results.csv`` with a ``finished_splits`` column.
+    """
+    complete = len(results) == len(grid)
+    cv = format_cv_results(
+        grid.candidates, grid.n_splits, results, spec.metric_names, spec.return_train_score,
+        partial=not complete,
+    )
+    best, best_est = None, None
+    if complete and spec.refit_metric is not None:
+        i = best_index(cv, spec.refit_metric)
+        cand = grid.candidates[i]
+        best = {
+            "model": cand.model,
+            "params": dict(cand.params),
+            "index": i,
+            "refit_metric": spec.refit_metric,
+            "scores": {m: float(cv[f"mean_test_{m}"][i]) for m in spec.metric_names},
+        }
+        if refit and X is not None:
+            best_est, refit_time = _refit(estimators[cand.model], cand.params, X, y)
+            best["refit_time"] = refit_time
+    if out is not None:
+        atomic_write_text(out / "cv_results.csv", cv_results_to_csv(cv, partial=not complete))
+        if complete:
+            failed = [r for r in results.values() if r.error is not None]
+            if failed:
+                run["failures"] = _failure_summary(failed, grid)
+            if best is not None:
+                atomic_write_json(out / "best.json", best)
+            if best_est is not None:
+                atomic_dump_joblib(out / "best_model.joblib", best_est)
+            atomic_write_json(out / "run.json", run)  # last: its presence marks a finished run
+    if complete:
+        _warn_failures(results, grid)
+    return cv, best, best_est
+
+
+def _failure_summary(failed: list[FitResult], grid: TaskGrid) -> dict[str, Any]:
+    first = failed[0]
+    task = grid[first.task]
+    last_line = (first.error or "").strip().splitlines()[-1:] or [""]
+    return {
+        "n_failed": len(failed),
+        "first": {"model": task.candidate.model, "params": dict(task.candidate.params),
+                  "fold": task.fold, "error": last_line[0]},
+    }
+
+
+def _warn_failures(results: dict[int, FitResult], grid: TaskGrid) -> None:
+    failed = [r for r in results.values() if r.error is not None]
+    if not failed:
+        return
+    info = _failure_summary(failed, grid)["first"]
+    sys.stderr.write(
+        f"hpcml: warning: {len(failed)} of {len(grid)} fits failed and were scored with "
+        f"error_score; first: models.{info['model']} {info['params']} fold {info['fold']}: "
+        f"{info['error']} (tracebacks in the journal)\n"
+    )
+
+
+def _manifest(spec: ExperimentSpec, data: Dataset, folds: Folds, grid: TaskGrid) -> Manifest:
+    return Manifest(
+        spec=dict(spec.raw),
+        spec_hash=spec.spec_hash(),
+        source=spec.source,
+        data_fingerprint=fingerprint(data.X, data.y),
+        folds=array_id(*folds.arrays()),
+        n_splits=grid.n_splits,
+        n_candidates=grid.n_candidates,
+        n_tasks=len(grid),
+    )
+
+
+def _prepare_out(out: Path, manifest: Manifest, keys: list[str], force: bool):
+    """Check ``out`` against this run and read its journal (root only)."""
+    existing = Manifest.read(out)
+    if existing is not None and force:
+        shutil.rmtree(out / JOURNAL_DIR, ignore_errors=True)
+        for name in ("manifest.json", *RESULT_FILES):
+            (out / name).unlink(missing_ok=True)
+        existing = None
+    if existing is not None:
+        diffs = existing.differences(manifest)
+        if diffs:
+            raise UsageError(
+                f"--out {out}: holds the journal of another experiment ({'; '.join(diffs)}); "
+                "choose another folder, or pass --force to discard it"
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    if existing is None:
+        manifest.write(out)
+    return read_journal(out, keys)
 
 
 def _as_spec(spec: Any) -> ExperimentSpec:
@@ -178,6 +350,7 @@ def _make_folds(spec: ExperimentSpec, estimator: Any, data: Dataset) -> Folds:
     from .errors import SpecError
 
     splitter = spec.cv.make(is_classifier(estimator), data.y)
+    check_splits_vs_classes(splitter, data.y, spec.source)
     groups = data.groups
     try:
         splits = list(splitter.split(data.X, data.y, groups))
@@ -201,7 +374,7 @@ def _layout(engine: Engine) -> dict[str, Any]:
     return node_layout(comm)
 
 
-def _refit(estimator: Any, params: dict, X, y, layout: dict) -> tuple[Any, float]:
+def _refit(estimator: Any, params: dict, X, y) -> tuple[Any, float]:
     """Refit the best candidate on all data with every core of this node."""
     from sklearn.base import clone
 
@@ -257,12 +430,3 @@ def _run_info(spec, engine, layout, threads, source, data, n_tasks, wall0) -> di
         "wall_time": time.time() - wall0,
         "command": sys.argv,
     }
-
-
-def _write_outputs(out: Path, cv, best, best_est, run) -> None:
-    atomic_write_text(out / "cv_results.csv", cv_results_to_csv(cv))
-    if best is not None:
-        atomic_write_json(out / "best.json", best)
-    if best_est is not None:
-        atomic_dump_joblib(out / "best_model.joblib", best_est)
-    atomic_write_json(out / "run.json", run)  # last: its presence marks a finished run

@@ -32,6 +32,7 @@ def format_cv_results(
     metrics: Sequence[str],
     return_train_score: bool = False,
     with_model: bool = True,
+    partial: bool = False,
 ) -> dict[str, Any]:
     """Build ``cv_results_`` the way ``BaseSearchCV._format_results`` does.
 
@@ -49,6 +50,8 @@ def format_cv_results(
         Also store ``split*_train_*`` and their mean and std.
     with_model : bool
         Add a ``model`` column (the candidate's model name).
+    partial : bool
+        Results of an unfinished run: means, stds and ranks over the finished splits only.
 
     Returns
     -------
@@ -76,15 +79,15 @@ def format_cv_results(
     out: dict[str, Any] = {}
     if with_model:
         out["model"] = np.array([c.model for c in candidates], dtype=object)
-    _store(out, "fit_time", fit_t)
-    _store(out, "score_time", score_t)
+    _store(out, "fit_time", fit_t, partial=partial)
+    _store(out, "score_time", score_t, partial=partial)
     params = [dict(c.params) for c in candidates]
     out.update(_masked_params(params))
     out["params"] = params
     for m in metrics:
-        _store(out, f"test_{m}", test[m], splits=True, rank=True)
+        _store(out, f"test_{m}", test[m], splits=True, rank=True, partial=partial)
         if return_train_score:
-            _store(out, f"train_{m}", train[m], splits=True)
+            _store(out, f"train_{m}", train[m], splits=True, partial=partial)
     out["n_finished_splits"] = done.sum(axis=1)
     return out
 
@@ -94,14 +97,24 @@ def best_index(cv_results: Mapping[str, Any], refit_metric: str) -> int:
     return int(np.asarray(cv_results[f"rank_test_{refit_metric}"]).argmin())
 
 
-def cv_results_to_csv(cv_results: Mapping[str, Any]) -> str:
+def cv_results_to_csv(cv_results: Mapping[str, Any], partial: bool = False) -> str:
     """``cv_results_`` as CSV text: one row per candidate.
 
     ``params`` is written as JSON; a ``param_*`` cell is the value as Python prints it
     (``None`` for ``None``), empty where the candidate has no such parameter; numbers are
-    written with ``repr`` so they read back exactly.
+    written with ``repr`` so they read back exactly. With ``partial``, a ``finished_splits``
+    column (``"3/5"``) marks candidates whose folds are not all done.
     """
     keys = [k for k in cv_results if k != "n_finished_splits"]
+    if partial:
+        n_splits = sum(1 for k in cv_results if k.startswith("split") and "_test_" in k)
+        n_metrics = max(sum(1 for k in cv_results if k.startswith("rank_test_")), 1)
+        n_splits //= n_metrics
+        cv_results = dict(cv_results)
+        cv_results["finished_splits"] = [
+            f"{int(k)}/{n_splits}" for k in cv_results["n_finished_splits"]
+        ]
+        keys = keys + ["finished_splits"]
     n = len(cv_results["params"])
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -129,15 +142,19 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def _store(out, key, array, splits=False, rank=False) -> None:
+def _store(out, key, array, splits=False, rank=False, partial=False) -> None:
     n_splits = array.shape[1]
     if splits:
         for k in range(n_splits):
             out[f"split{k}_{key}"] = array[:, k]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        means = np.average(array, axis=1)
-        stds = np.sqrt(np.average((array - means[:, np.newaxis]) ** 2, axis=1))
+        if partial:
+            means = np.nanmean(array, axis=1)
+            stds = np.nanstd(array, axis=1)
+        else:
+            means = np.average(array, axis=1)
+            stds = np.sqrt(np.average((array - means[:, np.newaxis]) ** 2, axis=1))
     out[f"mean_{key}"] = means
     out[f"std_{key}"] = stds
     if rank:

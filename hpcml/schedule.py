@@ -15,10 +15,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Plan", "estimate_cost", "plan_chunks", "DEFAULT_GRAIN"]
+__all__ = ["Plan", "estimate_cost", "plan_chunks", "shard_tasks", "DEFAULT_GRAIN"]
 
 #: Smallest estimated work (seconds) worth one claim of the shared counter.
 DEFAULT_GRAIN = 0.02
+#: Fixed seconds of any fit + score (clone, input validation, scorer calls).
+BASE_COST = 1.5e-3
 
 # Rough seconds per unit of work for a class-name pattern; only the ratios matter much.
 # The first pattern found in the class name wins, so a more specific name comes first
@@ -86,6 +88,11 @@ def estimate_cost(
     >>> a > b > estimate_cost("DummyClassifier", {}, 4000, 30)
     True
     """
+    return BASE_COST + _variable_cost(estimator, params, n_samples, n_features)
+
+
+def _variable_cost(estimator: Any, params: Mapping[str, Any], n_samples: int, n_features: int
+                   ) -> float:
     name = _final_name(estimator)
     all_params = dict(_safe_params(estimator))
     all_params.update({k.rsplit("__", 1)[-1]: v for k, v in params.items()})
@@ -161,6 +168,29 @@ def plan_chunks(
         bounds.append(j)
         i = j
     return Plan(order, np.asarray(bounds, dtype=np.int64))
+
+
+def shard_tasks(costs: Sequence[float] | np.ndarray, n_shards: int) -> np.ndarray:
+    """Split tasks into ``n_shards`` shards of about equal estimated cost (greedy, longest first).
+
+    Returns the shard number of each task. Deterministic: every job of an array computes
+    the same split.
+
+    Examples
+    --------
+    >>> shard_tasks([5.0, 1.0, 1.0, 1.0, 1.0, 1.0], 2).tolist()
+    [0, 1, 1, 1, 1, 1]
+    """
+    import heapq
+
+    c = np.asarray(costs, dtype=np.float64)
+    owner = np.zeros(len(c), dtype=np.int64)
+    heap = [(0.0, s) for s in range(max(int(n_shards), 1))]
+    for t in np.argsort(-c, kind="stable"):
+        load, s = heapq.heappop(heap)
+        owner[t] = s
+        heapq.heappush(heap, (load + c[t], s))
+    return owner
 
 
 def _final_name(estimator: Any) -> str:

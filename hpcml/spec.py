@@ -36,6 +36,7 @@ TOP_LEVEL_KEYS = (
     "models",
     "return_train_score",
     "error_score",
+    "fit_timeout",
 )
 DATA_KEYS = ("generator", "params", "path", "target", "groups")
 MODEL_KEYS = ("estimator", "params", "grid")
@@ -95,6 +96,7 @@ class ExperimentSpec:
     models: tuple[ModelSpec, ...]
     return_train_score: bool = False
     error_score: float | str = float("nan")
+    fit_timeout: float | None = None
     source: str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -196,7 +198,14 @@ def parse_spec(
         error_score = float("nan")
     if not (error_score == "raise" or _is_number(error_score)):
         raise SpecError("error_score", f"must be a number or 'raise', got {error_score!r}", source)
+    fit_timeout = raw.get("fit_timeout")
+    if fit_timeout is not None and (not _is_number(fit_timeout) or fit_timeout <= 0):
+        raise SpecError(
+            "fit_timeout", f"must be a number of seconds > 0 (or null), got {fit_timeout!r}",
+            source,
+        )
     return ExperimentSpec(
+        fit_timeout=fit_timeout,
         data=data,
         cv=cv,
         scoring=scoring,

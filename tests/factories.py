@@ -1,5 +1,7 @@
 """Estimator factories that test specs name as ``factories:function``."""
 
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
@@ -20,3 +22,35 @@ def tiny_data(n_samples=60, random_state=0):
     from sklearn.datasets import make_classification
 
     return make_classification(n_samples=n_samples, n_features=5, random_state=random_state)
+
+
+class SlowClassifier(ClassifierMixin, BaseEstimator):
+    """A majority-class classifier whose fit sleeps ``delay`` seconds (time limits, signals)."""
+
+    def __init__(self, delay=0.0, C=1.0):
+        self.delay = delay
+        self.C = C
+
+    def fit(self, X, y):
+        import time
+
+        import numpy as np
+
+        time.sleep(self.delay)
+        self.classes_, counts = np.unique(y, return_counts=True)
+        self.majority_ = self.classes_[np.argmax(counts)]
+        return self
+
+    def predict(self, X):
+        import numpy as np
+
+        return np.full(len(X), self.majority_)
+
+
+class PickyLogistic(LogisticRegression):
+    """A LogisticRegression whose fit raises for C above 1 (a fit that fails)."""
+
+    def fit(self, X, y, sample_weight=None):
+        if self.C > 1.0:
+            raise ValueError(f"C={self.C} is above 1.0")
+        return super().fit(X, y, sample_weight)
