@@ -31,7 +31,7 @@ def check_nan_support(X: np.ndarray, estimators: Mapping[str, Any], feature_name
     col = feature_names[cols[0]] if feature_names else f"#{cols[0]}"
     raise SpecError(
         "data",
-        f"{n_bad} missing values (NaN), first at row {rows[0]}, column {col!r}, and "
+        f"{n_bad} missing values (NaN), first at row {rows[0]} (0-based), column {col!r}, and "
         f"{', '.join(f'models.{n}' for n in rejecting)} reject NaN. Impute them first, or make "
         "the model a Pipeline with sklearn.impute.SimpleImputer, or use a model that accepts "
         "NaN (e.g. HistGradientBoostingClassifier)",
