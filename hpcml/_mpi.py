@@ -147,6 +147,9 @@ class MPIEngine(Engine):
         self.comm = (world() if comm is None else comm).Dup()
         self.rank = self.comm.Get_rank()
         self.size = self.comm.Get_size()
+        self._windows: list[Any] = []
+        self._node: Any = None
+        self._leaders: Any = None
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
@@ -159,20 +162,57 @@ class MPIEngine(Engine):
         return self.comm.bcast(obj, root=0)
 
     def bcast_array(self, arr: Any) -> Any:
+        """The root's array on every rank: one read-only copy per node, in shared memory.
+
+        The node leaders receive the raw buffer (in pieces under 2 GiB) straight into an
+        MPI-3 shared window (``Win.Allocate_shared`` on the node communicator); every rank
+        of the node gets a read-only numpy view of the same pages. Object arrays (e.g. string
+        labels) are pickled instead.
+        """
         import numpy as np
+        from mpi4py import MPI
 
         meta = None
         if self.rank == 0:
-            arr = np.ascontiguousarray(arr)
+            arr = np.asarray(arr)
             meta = (arr.shape, arr.dtype.str if arr.dtype.kind != "O" else None)
         shape, dtype = self.comm.bcast(meta, root=0)
-        if dtype is None:  # object arrays (e.g. string labels): pickled
+        if dtype is None:  # object arrays: pickled
             return self.comm.bcast(arr if self.rank == 0 else None, root=0)
-        out = arr if self.rank == 0 else np.empty(shape, dtype=np.dtype(dtype))
-        raw = out.reshape(-1).view(np.uint8)
-        for lo in range(0, raw.size, CHUNK_BYTES):
-            self.comm.Bcast(raw[lo : lo + CHUNK_BYTES], root=0)
+        dtype = np.dtype(dtype)
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if nbytes == 0:
+            return np.empty(shape, dtype=dtype)
+        node, leaders = self._node_comms()
+        win = MPI.Win.Allocate_shared(nbytes if node.Get_rank() == 0 else 0, 1, comm=node)
+        self._windows.append(win)
+        buf, _ = win.Shared_query(0)
+        out = np.ndarray(shape, dtype=dtype, buffer=buf)
+        if node.Get_rank() == 0:
+            if self.rank == 0:
+                out[...] = arr
+            raw = out.reshape(-1).view(np.uint8)
+            for lo in range(0, raw.size, CHUNK_BYTES):
+                leaders.Bcast(raw[lo : lo + CHUNK_BYTES], root=0)
+        sleepy_barrier(node)
+        out.flags.writeable = False
         return out
+
+    def _node_comms(self) -> tuple[Any, Any]:
+        """This node's communicator, and the communicator of node leaders (or ``None``)."""
+        if self._node is None:
+            from mpi4py import MPI
+
+            self._node = self.comm.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
+            leader = self._node.Get_rank() == 0
+            self._leaders = self.comm.Split(0 if leader else MPI.UNDEFINED, key=self.rank)
+        return self._node, self._leaders
+
+    def close(self) -> None:
+        """Free the shared-memory windows (collective; arrays from :meth:`bcast_array` die)."""
+        for win in self._windows:
+            win.Free()
+        self._windows.clear()
 
     def wait_for_root(self) -> None:
         if self.rank != 0:

@@ -68,6 +68,10 @@ class Engine(ABC):
         """Let the ranks waiting in :meth:`wait_for_root` go on (root only)."""
         return None
 
+    def close(self) -> None:
+        """Release what the engine holds (e.g. shared memory); collective."""
+        return None
+
     def info(self) -> dict[str, Any]:
         """Layout facts for ``run.json``."""
         return {"engine": type(self).__name__, "ranks": self.size}

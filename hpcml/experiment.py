@@ -132,6 +132,7 @@ def run_experiment(
     """
     wall0 = time.time()
     spec = _as_spec(spec)
+    own_engine = engine is None
     engine = engine or get_engine(comm)
     if out is not None:
         _collective(engine, lambda: check_out_dir(out, force))
@@ -146,6 +147,8 @@ def run_experiment(
     data = _collective(engine, load)
     X = engine.bcast_array(data.X if engine.is_root else None)
     y = engine.bcast_array(data.y if engine.is_root else None)
+    if engine.is_root:
+        data.X, data.y = X, y  # drop the private copy: one copy of the data per node
     folds = share_folds(engine, _collective(engine, lambda: _make_folds(spec, first, data)))
     grid = TaskGrid([(m.name, list(m.grid)) for m in spec.models], len(folds))
     manifest = None
@@ -206,6 +209,9 @@ def run_experiment(
     else:
         engine.wait_for_root()
     cv, best, run, complete, n_resumed, n_failed = engine.bcast(payload)
+    X = y = folds = data = None  # the shared-memory views die with the engine
+    if own_engine:
+        engine.close()
     return ExperimentResult(
         cv, best, best_est, Path(out) if out is not None else None, run,
         complete=complete, interrupted=interrupted, n_resumed=n_resumed, n_failed=n_failed,
@@ -379,6 +385,11 @@ def _refit(estimator: Any, params: dict, X, y) -> tuple[Any, float]:
     from sklearn.base import clone
 
     cores = usable_cores()
+    # The refit model may keep a reference to its training data (e.g. k-NN): give it a
+    # private copy, not the shared-memory view that the engine frees.
+    X = X if getattr(X, "flags", None) is None or X.flags.writeable else np.array(X)
+    if y is not None and hasattr(y, "flags") and not y.flags.writeable:
+        y = np.array(y)
     est = clone(estimator)
     est.set_params(**clone(dict(params), safe=False))
     t = time.time()

@@ -54,3 +54,36 @@ class PickyLogistic(LogisticRegression):
         if self.C > 1.0:
             raise ValueError(f"C={self.C} is above 1.0")
         return super().fit(X, y, sample_weight)
+
+
+class ThreadProbe(ClassifierMixin, BaseEstimator):
+    """Scores what a fit sees: native pool sizes, OMP_NUM_THREADS and joblib's n_jobs.
+
+    ``score`` = max threads of the BLAS/OpenMP pools + 100 * OMP_NUM_THREADS
+    + 10000 * joblib's effective n_jobs.
+    """
+
+    def __init__(self, k=0):
+        self.k = k
+
+    def fit(self, X, y):
+        import os
+
+        import numpy as np
+        from joblib import Parallel
+        from threadpoolctl import threadpool_info
+
+        pools = [p["num_threads"] for p in threadpool_info()]
+        omp = int(os.environ.get("OMP_NUM_THREADS", "0"))
+        n_jobs = Parallel()._effective_n_jobs()
+        self.seen_ = max(pools or [0]) + 100 * omp + 10000 * n_jobs
+        self.classes_ = np.unique(y)
+        return self
+
+    def predict(self, X):
+        import numpy as np
+
+        return np.full(len(X), self.classes_[0])
+
+    def score(self, X, y, sample_weight=None):
+        return float(self.seen_)
