@@ -61,11 +61,15 @@ def collect(out: str | os.PathLike, refit: bool = True) -> dict[str, Any]:
                     "cannot refit on different data (pass --no-refit to skip the refit)"
                 )
             X, y = data.X, data.y
-        else:
-            data = None
         run = _collect_info(manifest, results, len(grid), wall0, SerialEngine())
+    folds, classes = None, None
+    folds_path = out / "journal" / "test_folds.npz"
+    if spec.save_oof and folds_path.exists():
+        from .oof import load_test_folds
+
+        folds, classes = load_test_folds(folds_path)
     _, best, _ = finalize(spec, grid, results, X, y, estimators, out=out, run=run,
-                          refit=refit and complete)
+                          refit=refit and complete, folds=folds, classes=classes)
     return {"done": len(results), "total": len(grid), "complete": complete, "best": best}
 
 
@@ -83,6 +87,7 @@ def _collect_info(manifest, results, n_tasks, wall0, engine) -> dict[str, Any]:
         "spec": manifest.get("source"),
         "data_fingerprint": manifest.get("data_fingerprint"),
         "collected": True,
+        "n_samples": manifest.get("n_samples"),
         "n_tasks": n_tasks,
         "ranks_seen": len(ranks),
         "versions": {"python": platform.python_version(), "numpy": np.__version__,

@@ -41,6 +41,7 @@ def evaluate_grid(
     on_result: OnResult | None = None,
     should_stop: ShouldStop | None = None,
     fit_timeout: float | None = None,
+    oof_methods: Mapping[str, str | None] | None = None,
 ) -> dict[int, FitResult] | None:
     """Fit and score every task of ``grid`` on ``engine``; results on the root.
 
@@ -66,6 +67,8 @@ def evaluate_grid(
         Passed to :meth:`Engine.run` (journal, stop requests).
     fit_timeout : float, optional
         Seconds a fit may take; longer fits are stopped and scored as failed.
+    oof_methods : mapping, optional
+        Model name to the prediction method whose out-of-fold output each task keeps.
     """
     n_features = X.shape[1] if getattr(X, "ndim", 1) > 1 else 1
     n_train = int(np.mean(np.diff(folds.train_off))) if len(folds) else 0
@@ -81,6 +84,7 @@ def evaluate_grid(
         return fit_and_score(
             estimators[model], X, y, task.candidate.params, train, test, scorers[model],
             task=t, return_train_score=return_train_score, error_score=error_score,
+            oof_method=None if oof_methods is None else oof_methods.get(model),
         )
 
     bar = Progress(len(todo), enabled=progress and engine.is_root)

@@ -21,6 +21,7 @@ from .errors import UsageError
 from .evaluate import evaluate_grid, share_folds, task_costs
 from .fitting import FitResult, Folds, make_scorer_map
 from .journal import JOURNAL_DIR, Journal, Manifest, array_id, read_journal, task_keys
+from .oof import best_per_model, check_oof_folds, oof_csv, oof_methods, save_test_folds
 from .outputs import (
     RESULT_FILES,
     atomic_dump_joblib,
@@ -150,6 +151,7 @@ def run_experiment(
     if engine.is_root:
         data.X, data.y = X, y  # drop the private copy: one copy of the data per node
     folds = share_folds(engine, _collective(engine, lambda: _make_folds(spec, first, data)))
+    methods = oof_methods(spec.save_oof, estimators, spec.source)
     grid = TaskGrid([(m.name, list(m.grid)) for m in spec.models], len(folds))
     manifest = None
     if engine.is_root:
@@ -160,6 +162,8 @@ def run_experiment(
     resumed: dict[int, FitResult] = {}
     if out is not None:
         resumed = _collective(engine, lambda: _prepare_out(Path(out), manifest, keys, force)) or {}
+        if engine.is_root and spec.save_oof:
+            _keep_test_folds(Path(out), folds, y, estimators)
     done = engine.bcast(sorted(resumed) if engine.is_root else None)
     todo = np.setdiff1d(np.arange(len(grid)), np.asarray(done, dtype=np.int64))
     if shard is not None:
@@ -184,6 +188,7 @@ def run_experiment(
             progress=progress, tasks=todo,
             on_result=None if journal is None else (lambda r: journal.append(keys[r.task], r)),
             should_stop=stop, fit_timeout=fit_timeout or spec.fit_timeout,
+            oof_methods=methods,
         )
     finally:
         if journal is not None:
@@ -202,7 +207,7 @@ def run_experiment(
         cv, best, best_est = finalize(
             spec, grid, results, X, y, estimators,
             out=None if out is None or (shard is not None and not complete) else Path(out),
-            run=run, refit=complete,
+            run=run, refit=complete, folds=folds,
         )
         payload = (cv, best, run, complete, len(resumed), n_failed)
         engine.release()
@@ -228,6 +233,8 @@ def finalize(
     out: Path | None,
     run: dict[str, Any],
     refit: bool = True,
+    folds: Folds | None = None,
+    classes: list[str] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any] | None, Any]:
     """From results to ``cv_results``, the best candidate, its refit and the files in ``out``.
 
@@ -263,6 +270,16 @@ def finalize(
                 atomic_write_json(out / "best.json", best)
             if best_est is not None:
                 atomic_dump_joblib(out / "best_model.joblib", best_est)
+            if spec.save_oof and folds is not None:
+                metric = spec.refit_metric or spec.metric_names[0]
+                which = (best_per_model(grid, cv, metric) if spec.save_oof["candidates"] == "best"
+                         else list(range(grid.n_candidates)))
+                n_samples = len(X) if X is not None else int(run.get("n_samples") or 0)
+                n_samples = max(n_samples, int(folds.test_flat.max(initial=-1)) + 1)
+                if classes is None and y is not None and _is_classifier_spec(estimators):
+                    classes = [str(c) for c in np.unique(y)]
+                text = oof_csv(grid, results, folds, n_samples, which, classes)
+                atomic_write_text(out / "oof_predictions.csv", text)
             atomic_write_json(out / "run.json", run)  # last: its presence marks a finished run
     if complete:
         _warn_failures(results, grid)
@@ -300,6 +317,7 @@ def _manifest(spec: ExperimentSpec, data: Dataset, folds: Folds, grid: TaskGrid)
         data_fingerprint=fingerprint(data.X, data.y),
         folds=array_id(*folds.arrays()),
         n_splits=grid.n_splits,
+        n_samples=data.n_samples,
         n_candidates=grid.n_candidates,
         n_tasks=len(grid),
     )
@@ -324,6 +342,20 @@ def _prepare_out(out: Path, manifest: Manifest, keys: list[str], force: bool):
     if existing is None:
         manifest.write(out)
     return read_journal(out, keys)
+
+
+def _keep_test_folds(out: Path, folds: Folds, y: Any, estimators: dict[str, Any]) -> None:
+    (out / JOURNAL_DIR).mkdir(parents=True, exist_ok=True)
+    path = out / JOURNAL_DIR / "test_folds.npz"
+    if not path.exists():
+        classes = np.unique(y) if y is not None and _is_classifier_spec(estimators) else None
+        save_test_folds(path, folds, classes)
+
+
+def _is_classifier_spec(estimators: dict[str, Any]) -> bool:
+    from sklearn.base import is_classifier
+
+    return all(is_classifier(e) for e in estimators.values())
 
 
 def _as_spec(spec: Any) -> ExperimentSpec:
@@ -351,6 +383,13 @@ def _collective(engine: Engine, fn):
 
 
 def _make_folds(spec: ExperimentSpec, estimator: Any, data: Dataset) -> Folds:
+    folds = _split(spec, estimator, data)
+    if spec.save_oof:
+        check_oof_folds(folds, data.n_samples, spec.source)
+    return folds
+
+
+def _split(spec: ExperimentSpec, estimator: Any, data: Dataset) -> Folds:
     from sklearn.base import is_classifier
 
     from .errors import SpecError

@@ -36,6 +36,8 @@ class FitResult:
         Traceback text of a fit that failed (scores are then ``error_score``).
     rank, start, end : int, float, float
         Which rank ran it, and when (seconds since the run started), for timelines.
+    oof : ndarray or None
+        Predictions for the test rows of the fold (``save_oof``), in fold order.
     """
 
     task: int
@@ -47,6 +49,7 @@ class FitResult:
     rank: int = 0
     start: float = 0.0
     end: float = 0.0
+    oof: Any = None
 
 
 class Folds:
@@ -114,12 +117,15 @@ def fit_and_score(
     task: int = -1,
     return_train_score: bool = False,
     error_score: float | str = np.nan,
+    oof_method: str | None = None,
 ) -> FitResult:
     """Clone ``estimator``, set ``params``, fit on ``train`` and score on ``test``.
 
     The numbers equal ``GridSearchCV``'s for the same folds: same clone, same split helper,
     same scorers. A fit that raises gets ``error_score`` for every metric, with the traceback
-    kept in :attr:`FitResult.error`, unless ``error_score='raise'``.
+    kept in :attr:`FitResult.error`, unless ``error_score='raise'``. With ``oof_method``
+    (e.g. ``"predict_proba"``), the fitted model's predictions for the test rows are kept
+    too, as ``cross_val_predict`` would make them.
     """
     if not (error_score == "raise" or isinstance(error_score, numbers.Number)):
         raise ValueError("error_score must be 'raise' or a number")
@@ -147,7 +153,10 @@ def fit_and_score(
     test_scores = _score(est, X_test, y_test, scorers, error_score)
     score_time = time.time() - start - fit_time
     train_scores = _score(est, X_train, y_train, scorers, error_score) if return_train_score else None
-    return FitResult(task, test_scores, train_scores, fit_time, score_time)
+    oof = None
+    if oof_method is not None:
+        oof = np.asarray(getattr(est, oof_method)(X_test))
+    return FitResult(task, test_scores, train_scores, fit_time, score_time, oof=oof)
 
 
 def _score(est, X, y, scorers, error_score) -> dict[str, float]:

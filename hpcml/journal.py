@@ -20,6 +20,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .errors import UsageError
 from .fitting import FitResult
 from .outputs import atomic_write_json
@@ -142,6 +144,9 @@ class Journal:
             "end": result.end,
             **extra,
         }
+        if result.oof is not None:
+            _save_oof(self.path.parent / "oof", key, result.oof)
+            rec["oof"] = True
         self._f.write(json.dumps(rec) + "\n")
         self._f.flush()
         self.n_written += 1
@@ -217,6 +222,12 @@ def read_journal(out: str | os.PathLike, keys: Iterable[str]) -> dict[int, FitRe
         t = index.get(rec.get("key"))
         if t is None:
             continue
+        oof = None
+        if rec.get("oof"):
+            try:
+                oof = np.load(Path(out) / JOURNAL_DIR / "oof" / f"{rec['key']}.npy")
+            except (OSError, ValueError):
+                continue  # predictions lost: run the task again
         found[t] = FitResult(
             task=t,
             test_scores=rec["test"],
@@ -227,5 +238,13 @@ def read_journal(out: str | os.PathLike, keys: Iterable[str]) -> dict[int, FitRe
             rank=rec.get("rank", 0),
             start=rec.get("start", 0.0),
             end=rec.get("end", 0.0),
+            oof=oof,
         )
     return found
+
+
+def _save_oof(folder: Path, key: str, values: Any) -> None:
+    folder.mkdir(exist_ok=True)
+    tmp = folder / f".{key}.{os.getpid()}.tmp.npy"
+    np.save(tmp, np.asarray(values))
+    os.replace(tmp, folder / f"{key}.npy")

@@ -37,6 +37,7 @@ TOP_LEVEL_KEYS = (
     "return_train_score",
     "error_score",
     "fit_timeout",
+    "save_oof",
 )
 DATA_KEYS = ("generator", "params", "path", "target", "groups")
 MODEL_KEYS = ("estimator", "params", "grid")
@@ -97,6 +98,7 @@ class ExperimentSpec:
     return_train_score: bool = False
     error_score: float | str = float("nan")
     fit_timeout: float | None = None
+    save_oof: Mapping[str, str] | None = None
     source: str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -204,7 +206,9 @@ def parse_spec(
             "fit_timeout", f"must be a number of seconds > 0 (or null), got {fit_timeout!r}",
             source,
         )
+    save_oof = _parse_save_oof(raw.get("save_oof"), source)
     return ExperimentSpec(
+        save_oof=save_oof,
         fit_timeout=fit_timeout,
         data=data,
         cv=cv,
@@ -415,6 +419,29 @@ def _link_groups(data: DataSpec, cv: CVSpec, source: str | None) -> tuple[DataSp
             "cv.groups", f"{cv.splitter} needs groups: name the groups column here", source
         )
     return replace(data, groups=groups), replace(cv, groups=groups)
+
+
+OOF_METHODS = ("auto", "predict", "predict_proba", "decision_function")
+
+
+def _parse_save_oof(raw: Any, source: str | None) -> dict[str, str] | None:
+    if raw is None or raw is False:
+        return None
+    if raw is True:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise SpecError("save_oof", "must be true/false or {candidates: best|all, method: ...}",
+                        source)
+    _check_keys(raw, ("candidates", "method"), "save_oof", source)
+    candidates = raw.get("candidates", "best")
+    method = raw.get("method", "auto")
+    if candidates not in ("best", "all"):
+        raise SpecError("save_oof.candidates", f"must be 'best' or 'all', got {candidates!r}",
+                        source)
+    if method not in OOF_METHODS:
+        raise SpecError("save_oof.method", f"must be one of {', '.join(OOF_METHODS)}, "
+                        f"got {method!r}", source)
+    return {"candidates": candidates, "method": method}
 
 
 # -- helpers ----------------------------------------------------------------------------------
