@@ -10,7 +10,7 @@ import numpy as np
 from .engine import Engine, OnResult, ShouldStop
 from .fitting import FitResult, Folds, fit_and_score
 from .progress import Progress
-from .schedule import estimate_cost, plan_chunks
+from .schedule import estimate_cost, learn_costs, plan_chunks
 from .tasks import TaskGrid
 from .threads import thread_budget
 from .timeout import TimeoutRunner
@@ -42,6 +42,7 @@ def evaluate_grid(
     should_stop: ShouldStop | None = None,
     fit_timeout: float | None = None,
     oof_methods: Mapping[str, str | None] | None = None,
+    measured: Mapping[int, float] | None = None,
 ) -> dict[int, FitResult] | None:
     """Fit and score every task of ``grid`` on ``engine``; results on the root.
 
@@ -69,11 +70,19 @@ def evaluate_grid(
         Seconds a fit may take; longer fits are stopped and scored as failed.
     oof_methods : mapping, optional
         Model name to the prediction method whose out-of-fold output each task keeps.
+    measured : mapping, optional
+        Task index to seconds measured earlier (the journal): they correct the estimates.
     """
     n_features = X.shape[1] if getattr(X, "ndim", 1) > 1 else 1
     n_train = int(np.mean(np.diff(folds.train_off))) if len(folds) else 0
     todo = np.arange(len(grid)) if tasks is None else np.asarray(tasks, dtype=np.int64)
-    costs = task_costs(grid, estimators, n_train, n_features)[todo]
+    costs = task_costs(grid, estimators, n_train, n_features)
+    if measured:
+        cand = np.arange(len(grid)) // grid.n_splits
+        model_ids = {name: i for i, name in enumerate(grid.model_names)}
+        model = np.array([model_ids[c.model] for c in grid.candidates])[cand]
+        costs = learn_costs(costs, cand, model, dict(measured))
+    costs = costs[todo]
     plan = plan_chunks(costs, engine.size)
 
     def run_task(i: int) -> FitResult:

@@ -189,6 +189,10 @@ def run_experiment(
             on_result=None if journal is None else (lambda r: journal.append(keys[r.task], r)),
             should_stop=stop, fit_timeout=fit_timeout or spec.fit_timeout,
             oof_methods=methods,
+            measured=engine.bcast(
+                {t: r.fit_time + r.score_time for t, r in resumed.items()}
+                if engine.is_root else None
+            ),
         )
     finally:
         if journal is not None:

@@ -15,7 +15,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Plan", "estimate_cost", "plan_chunks", "shard_tasks", "DEFAULT_GRAIN"]
+__all__ = [
+    "Plan",
+    "estimate_cost",
+    "learn_costs",
+    "plan_chunks",
+    "shard_tasks",
+    "DEFAULT_GRAIN",
+]
 
 #: Smallest estimated work (seconds) worth one claim of the shared counter.
 DEFAULT_GRAIN = 0.02
@@ -168,6 +175,52 @@ def plan_chunks(
         bounds.append(j)
         i = j
     return Plan(order, np.asarray(bounds, dtype=np.int64))
+
+
+def learn_costs(
+    estimates: Sequence[float] | np.ndarray,
+    candidate_of: Sequence[int] | np.ndarray,
+    model_of: Sequence[int] | np.ndarray,
+    measured: dict[int, float],
+) -> np.ndarray:
+    """Task costs corrected by measured ones (e.g. from the journal of an earlier attempt).
+
+    A task of a candidate with measured folds costs their mean; a task of an unmeasured
+    candidate costs its estimate times its model's median measured/estimated ratio.
+
+    Parameters
+    ----------
+    estimates : sequence of float
+        Estimated cost per task.
+    candidate_of, model_of : sequence of int
+        Candidate and model number of each task.
+    measured : dict
+        Task index to measured seconds (fit + score).
+
+    Examples
+    --------
+    >>> learn_costs([1.0, 1.0, 2.0, 2.0], [0, 0, 1, 1], [0, 0, 0, 0], {0: 3.0}).tolist()
+    [3.0, 3.0, 6.0, 6.0]
+    """
+    est = np.asarray(estimates, dtype=np.float64).copy()
+    cand = np.asarray(candidate_of)
+    model = np.asarray(model_of)
+    if not measured:
+        return est
+    by_cand: dict[int, list[float]] = {}
+    ratios: dict[int, list[float]] = {}
+    for t, seconds in measured.items():
+        by_cand.setdefault(int(cand[t]), []).append(float(seconds))
+        if est[t] > 0:
+            ratios.setdefault(int(model[t]), []).append(float(seconds) / est[t])
+    out = est.copy()
+    for t in range(len(est)):
+        c = int(cand[t])
+        if c in by_cand:
+            out[t] = float(np.mean(by_cand[c]))
+        elif int(model[t]) in ratios:
+            out[t] = est[t] * float(np.median(ratios[int(model[t])]))
+    return out
 
 
 def shard_tasks(costs: Sequence[float] | np.ndarray, n_shards: int) -> np.ndarray:
