@@ -24,6 +24,8 @@ __all__ = [
     "TaskGrid",
     "plan_chunks",
     "format_cv_results",
+    # Parallel prediction
+    "predict",
     # Engines
     "Engine",
     "SerialEngine",
@@ -49,6 +51,12 @@ _LOCATION = {
     "UsageError": "errors",
     "SpecError": "errors",
 }
+
+
+# ``hpcml.predict`` is a function that lives in the submodule of the same name: bind it now,
+# or importing the submodule first (``from hpcml.predict import ...``) would leave the module
+# in its place. Cheap: hpcml.predict loads numpy and scikit-learn only when called.
+from .predict import predict  # noqa: E402
 
 
 def __getattr__(name: str) -> Any:

@@ -110,13 +110,27 @@ def build_parser() -> argparse.ArgumentParser:
     col.add_argument("out", metavar="DIR", help="the --out folder of 'hpcml run'")
     col.add_argument("--no-refit", action="store_true", help="do not refit the best model")
 
+    from .predict_cli import add_parser as add_predict_parser
 
+    add_predict_parser(sub)
 
     info = sub.add_parser(
         "info", help="show the MPI library, launcher and thread layout a run would use"
     )
     info.add_argument("-n", "--ranks", type=_positive_int, metavar="P", help="ranks to plan for")
     info.add_argument("--threads-per-rank", type=_positive_int, metavar="T")
+
+    plan = sub.add_parser(
+        "plan",
+        help="show what a run of SPEC would do (tasks, layout, estimated cost), fitting nothing",
+        description="Load SPEC and its data, and print the task count, the rank and thread "
+        "layout, the estimated cost and the lower bound on the run time, before any fit runs. "
+        "Estimates come from the model kinds and the data size: expect a factor of 2-3 either way.",
+    )
+    plan.add_argument("spec", metavar="SPEC")
+    plan.add_argument("-n", "--ranks", type=_positive_int, metavar="P", help="ranks to plan for")
+    plan.add_argument("--threads-per-rank", type=_positive_int, metavar="T")
+
     return parser
 
 
@@ -129,8 +143,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_run(args, argv)
         if args.command == "info":
             return _cmd_info(args)
+        if args.command == "predict":
+            from .predict_cli import run as run_predict
+
+            return run_predict(args)
         if args.command == "collect":
             return _cmd_collect(args)
+        if args.command == "plan":
+            return _cmd_plan(args)
     except UsageError as exc:
         _error(str(exc))
         return EXIT_USAGE
@@ -269,6 +289,14 @@ def _cmd_collect(args: argparse.Namespace) -> int:
         best = info["best"]
         scores = ", ".join(f"{k}={v:.6g}" for k, v in best["scores"].items())
         print(f"best: {best['model']} {best['params']} ({scores})")
+    return 0
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from .plan import describe_plan
+
+    print(describe_plan(args.spec, ranks=args.ranks or _default_ranks(),
+                        threads=args.threads_per_rank))
     return 0
 
 

@@ -1,0 +1,186 @@
+"""``hpcml predict``: saved models score a large input, its rows spread over MPI ranks.
+
+Like ``hpcml run``: it starts itself under the installed ``mpiexec`` (``-n P``), or joins the
+world of the launcher that started it. Every check (models, method, input, column count,
+output) runs before any rank starts, and again on the ranks, collectively: on bad input every
+rank exits with status 2 and only rank 0 prints the one-line error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from .cli import _default_ranks, _error, _positive_int
+from .errors import EXIT_USAGE, UsageError
+from .predict import METHODS
+
+__all__ = ["add_parser", "run"]
+
+PREDICT_EPILOG = """\
+examples:
+  hpcml predict results/qs/best_model.joblib big.npy --out preds.npy
+  hpcml predict -n 8 a.joblib b.joblib rows.csv --out proba.csv --method predict_proba
+  mpiexec -n 16 hpcml predict model.joblib rows.parquet --out preds.parquet
+
+input and output: .npy (2-D numbers), .csv (a header line naming the columns, then numbers),
+.parquet (pip install 'hpcml[parquet]'). The output has the input's rows in the same order
+and one column per model (predict), or per model and class (predict_proba):
+  <model file stem>            predict, binary decision_function
+  <model file stem>:<class>    predict_proba, multiclass decision_function
+(model0, model1, ... when two model files have the same stem). An .npy output is one 2-D
+array with the columns in that order. The names are printed at the end.
+
+memory: each rank holds one block of rows at a time (default: 64 MiB of input per block,
+at least 4 blocks per rank), whatever the size of the input; --block-rows sets it.
+
+exit status: 0 done, 1 a failure (traceback shown with rank and host), 2 bad input.
+"""
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``hpcml predict`` to ``subparsers`` (from ``ArgumentParser.add_subparsers``)."""
+    p = subparsers.add_parser(
+        "predict",
+        help="predict a large input with saved models (rows spread over MPI ranks)",
+        description="Predict INPUT with one or more saved models (joblib files), writing one "
+        "column per model (or per model and class) to OUTPUT in the input's row order.",
+        epilog=PREDICT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("models", nargs="+", metavar="MODEL",
+                   help="fitted model saved with joblib, e.g. results/qs/best_model.joblib")
+    p.add_argument("input", metavar="INPUT", help="rows to predict: .npy, .csv or .parquet")
+    p.add_argument("--out", "-o", required=True, metavar="OUTPUT",
+                   help="where to write the predictions: .npy, .csv or .parquet")
+    p.add_argument("--method", choices=METHODS, default="predict",
+                   help="model method to call (default: predict)")
+    p.add_argument(
+        "-n", "--ranks", type=_positive_int, metavar="P",
+        help="start P MPI ranks with the installed mpiexec (default: usable cores); "
+        "ignored when already started by mpiexec/srun",
+    )
+    p.add_argument("--block-rows", type=_positive_int, metavar="N",
+                   help="rows per block (default: from a 64 MiB memory budget per block)")
+    p.add_argument(
+        "--threads-per-rank", type=_positive_int, metavar="T",
+        help="BLAS/OpenMP/joblib threads per rank (default: SLURM_CPUS_PER_TASK, "
+        "OMP_NUM_THREADS, else cores on the node / ranks on the node)",
+    )
+    p.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
+    p.add_argument("--no-progress", action="store_true", help="do not show progress")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``hpcml predict``; returns the exit status."""
+    try:
+        return _run(args)
+    except UsageError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .launch import srun_message, srun_tasks_without_mpi, under_mpi_launcher
+
+    tasks = srun_tasks_without_mpi()
+    if tasks:
+        raise UsageError(srun_message(tasks))
+    if under_mpi_launcher():
+        return _run_rank(args)
+    # Not under a launcher: check everything before starting any rank.
+    from .threads import thread_env, threads_per_rank, usable_cores
+
+    job = _prepare(args)
+    n = args.ranks or _default_ranks()
+    if n == 1:
+        from .predict import predict_file
+
+        threads, _ = threads_per_rank(1, cli=args.threads_per_rank)
+        _summary(predict_file(job, None, threads=threads, progress=not args.no_progress))
+        return 0
+    del job  # the ranks load the models themselves
+    from ._proc import run_foreground
+    from .launch import find_mpiexec, mpiexec_command
+
+    threads, _ = threads_per_rank(min(n, usable_cores()), cli=args.threads_per_rank)
+    env = {**os.environ, **thread_env(threads)}
+    env.setdefault("UCX_LOG_LEVEL", "error")  # MPICH's UCX netmod warns on benign exits
+    return run_foreground(mpiexec_command(find_mpiexec(), n, rank_argv(args)), env=env)
+
+
+def rank_argv(args: argparse.Namespace) -> list[str]:
+    """The arguments each rank gets: these options without ``-n``.
+
+    Examples
+    --------
+    >>> ns = argparse.Namespace(models=["m.joblib"], input="x.npy", out="y.npy",
+    ...     method="predict", block_rows=None, threads_per_rank=2, force=True, no_progress=False)
+    >>> rank_argv(ns)
+    ['predict', 'm.joblib', 'x.npy', '--out', 'y.npy', '--method', 'predict', '--threads-per-rank', '2', '--force']
+    """
+    argv = ["predict", *args.models, args.input, "--out", args.out, "--method", args.method]
+    if args.block_rows:
+        argv += ["--block-rows", str(args.block_rows)]
+    if args.threads_per_rank:
+        argv += ["--threads-per-rank", str(args.threads_per_rank)]
+    if args.force:
+        argv.append("--force")
+    if args.no_progress:
+        argv.append("--no-progress")
+    return argv
+
+
+def _prepare(args: argparse.Namespace) -> Any:
+    from .predict import prepare_job
+
+    return prepare_job(args.models, args.input, args.out, method=args.method, force=args.force,
+                       block_rows=args.block_rows)
+
+
+def _run_rank(args: argparse.Namespace) -> int:
+    from . import _mpi
+    from .threads import thread_env, threads_per_rank
+
+    comm = _mpi.world()
+    rank, size = comm.Get_rank(), comm.Get_size()
+    try:
+        _mpi.check_launch()
+    except UsageError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    layout = _mpi.node_layout(comm)
+    threads, _ = threads_per_rank(layout["ranks_on_node"], cli=args.threads_per_rank)
+    os.environ.update(thread_env(threads))  # before numpy is imported in this rank
+    with _mpi.abort_on_error(comm):
+        job, failed = None, None
+        try:
+            job = _prepare(args)
+        except UsageError as exc:
+            failed = str(exc)
+        errors = [e for e in comm.allgather(failed) if e is not None]
+        if errors:  # every rank stops; rank 0 tells why (its own message when it has one)
+            if rank == 0:
+                _error(failed or errors[0])
+            return EXIT_USAGE
+        from .predict import predict_file
+
+        try:
+            summary = predict_file(job, comm if size > 1 else None, threads=threads,
+                                   progress=not args.no_progress)
+        except UsageError as exc:
+            if rank == 0:
+                _error(str(exc))
+            return EXIT_USAGE
+    if rank == 0:
+        _summary(summary)
+    return 0
+
+
+def _summary(summary: dict[str, Any]) -> None:
+    cols = summary["columns"]
+    shown = ", ".join(cols[:12]) + (f", ... ({len(cols)} in all)" if len(cols) > 12 else "")
+    print(f"wrote {summary['out']}: {summary['rows']} rows x {len(cols)} columns ({shown}) "
+          f"in {summary['seconds']:.1f}s")
