@@ -5,6 +5,7 @@ from __future__ import annotations
 import numbers
 import time
 import traceback
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -132,8 +133,9 @@ def fit_and_score(
     est = clone(estimator)
     if params:
         est.set_params(**clone(dict(params), safe=False))
-    X_train, y_train = _split(est, X, y, train)
-    X_test, y_test = _split(est, X, y, test, train)
+    pairwise = _is_pairwise(estimator, params, est)
+    X_train, y_train = _split(est, X, y, train, pairwise=pairwise)
+    X_test, y_test = _split(est, X, y, test, train, pairwise=pairwise)
     start = time.time()
     try:
         if y_train is None:
@@ -176,12 +178,36 @@ def _score(est, X, y, scorers, error_score) -> dict[str, float]:
     return out
 
 
-def _split(est, X, y, idx, train=None):
+def _split(est, X, y, idx, train=None, pairwise=True):
+    # Fast path: plain numpy rows for an estimator that is not pairwise (sklearn's helper asks
+    # for the estimator's tags on every call, which costs more than the indexing on small data).
+    if not pairwise and isinstance(X, np.ndarray) and (y is None or isinstance(y, np.ndarray)):
+        return X[idx], None if y is None else y[idx]
     if _safe_split is not None:
         return _safe_split(est, X, y, idx, train)
     from sklearn.utils import _safe_indexing
 
     return _safe_indexing(X, idx), None if y is None else _safe_indexing(y, idx)
+
+
+_PAIRWISE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _is_pairwise(template: Any, params: Mapping[str, Any], est: Any) -> bool:
+    """Whether ``est`` (``template`` with ``params``) takes a pairwise matrix; cached."""
+    try:
+        cache = _PAIRWISE.setdefault(template, {})
+    except TypeError:  # not weak-referenceable: no cache
+        cache = {}
+    key = repr(sorted((k, repr(v)) for k, v in params.items()))
+    if key not in cache:
+        try:
+            from sklearn.utils import get_tags
+
+            cache[key] = bool(get_tags(est).input_tags.pairwise)
+        except (ImportError, AttributeError):
+            cache[key] = True  # unknown: take sklearn's careful path
+    return cache[key]
 
 
 def _flatten(arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
