@@ -16,6 +16,8 @@ __all__ = [
     "MPISearchCV",
     "run_experiment",
     "ExperimentResult",
+    # Slurm and submitit
+    "submit",
     # Specs
     "load_spec",
     "parse_spec",
@@ -39,6 +41,7 @@ _LOCATION = {
     "MPISearchCV": "search",
     "run_experiment": "experiment",
     "ExperimentResult": "experiment",
+    "submit": "submit",
     "load_spec": "spec",
     "parse_spec": "spec",
     "ExperimentSpec": "spec",

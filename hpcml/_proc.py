@@ -50,6 +50,13 @@ def run_foreground(
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+        if proc.poll() is None:  # left by an exception (a SystemExit from a signal handler)
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def call(cmd: Sequence[str], timeout: float | None = None, env: Mapping[str, str] | None = None,

@@ -131,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("-n", "--ranks", type=_positive_int, metavar="P", help="ranks to plan for")
     plan.add_argument("--threads-per-rank", type=_positive_int, metavar="T")
 
+    from .slurm_cli import add_parsers as add_slurm_parsers
+
+    add_slurm_parsers(sub)
     return parser
 
 
@@ -151,6 +154,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_collect(args)
         if args.command == "plan":
             return _cmd_plan(args)
+        if args.command in ("slurm", "submit"):
+            from .slurm_cli import dispatch as slurm_dispatch
+
+            return slurm_dispatch(args)
     except UsageError as exc:
         _error(str(exc))
         return EXIT_USAGE
@@ -203,8 +210,12 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
 
 def _run_rank(args: argparse.Namespace, out: str) -> int:
     from . import _mpi
+    from .signals import EXIT_REQUEUE, StopFlag, install_stop_handlers
     from .threads import thread_env, threads_per_rank
 
+    # Before MPI starts: a wall-time signal during start-up must not kill the rank.
+    stop = StopFlag()
+    install_stop_handlers(stop)
     comm = _mpi.world()
     rank = comm.Get_rank()
     try:
@@ -215,10 +226,6 @@ def _run_rank(args: argparse.Namespace, out: str) -> int:
     layout = _mpi.node_layout(comm)
     threads, _ = threads_per_rank(layout["ranks_on_node"], cli=args.threads_per_rank)
     os.environ.update(thread_env(threads))  # before numpy is imported in this rank
-    from .signals import EXIT_REQUEUE, StopFlag, install_stop_handlers
-
-    stop = StopFlag()
-    install_stop_handlers(stop)
     with _mpi.abort_on_error(comm):
         try:
             from .experiment import run_experiment

@@ -3,7 +3,8 @@
 #   1. a virtual environment in .venv with hpcml and its test tools (PyPI: mpich, mpi4py, ...)
 #   2. ruff
 #   3. the MPI tests on every rank, under mpiexec -n 1, 2 and 3 (each with a hard timeout)
-#   4. the plain pytest suite (pure logic, CLI, hpcml run under mpiexec)
+#   4. the Slurm tests against a real one-node cluster started by the tests (tests/slurm)
+#   5. the plain pytest suite (pure logic, CLI, hpcml run under mpiexec)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,5 +29,12 @@ for n in 1 2 3; do
         -p no:cacheprovider
 done
 
+# A real one-node Slurm cluster (apt-get installs it as root). Without root its tests skip,
+# except in CI (CI=true), where they must run: there they fail instead of skipping.
+echo "== Slurm tests: templates, renderer and submitit on a local cluster (tests/slurm)"
+timeout --signal=TERM --kill-after=30 900 \
+    .venv/bin/python -m pytest -q -rs -p no:cacheprovider tests/slurm
+
 echo "== pytest (doctests, pure logic, CLI)"
-exec .venv/bin/python -m pytest -q --doctest-modules hpcml tests --ignore=tests/mpi "$@"
+exec .venv/bin/python -m pytest -q --doctest-modules hpcml tests --ignore=tests/mpi \
+    --ignore=tests/slurm "$@"
