@@ -174,7 +174,8 @@ class MPIEngine(Engine):
 
         meta = None
         if self.rank == 0:
-            arr = np.asarray(arr)
+            if not isinstance(arr, np.ndarray):
+                arr = np.asarray(arr)  # (keeps a memory map a memory map: see _fill)
             meta = (arr.shape, arr.dtype.str if arr.dtype.kind != "O" else None)
         shape, dtype = self.comm.bcast(meta, root=0)
         if dtype is None:  # object arrays: pickled
@@ -190,7 +191,7 @@ class MPIEngine(Engine):
         out = np.ndarray(shape, dtype=dtype, buffer=buf)
         if node.Get_rank() == 0:
             if self.rank == 0:
-                out[...] = arr
+                _fill(out, arr)
             raw = out.reshape(-1).view(np.uint8)
             for lo in range(0, raw.size, CHUNK_BYTES):
                 leaders.Bcast(raw[lo : lo + CHUNK_BYTES], root=0)
@@ -260,6 +261,27 @@ class MPIEngine(Engine):
         if rank != 0:
             return None
         return {r.task: r for part in gathered for r in part}
+
+
+def _fill(out: Any, arr: Any) -> None:
+    """Copy ``arr`` into ``out``; a C-ordered ``.npy`` memory map is read from its file in
+    pieces instead, so its pages never count in this process's memory."""
+    import numpy as np
+
+    filename = getattr(arr, "filename", None)
+    if isinstance(arr, np.memmap) and filename and arr.flags.c_contiguous \
+            and arr.dtype == out.dtype and arr.shape == out.shape:
+        raw = memoryview(out.reshape(-1).view(np.uint8))
+        with open(filename, "rb") as f:
+            f.seek(arr.offset)
+            done = 0
+            while done < len(raw):
+                n = f.readinto(raw[done : done + CHUNK_BYTES])
+                if not n:
+                    raise OSError(f"{filename}: file ends before its array does")
+                done += n
+        return
+    out[...] = arr
 
 
 def _mpi_max():

@@ -21,7 +21,7 @@ def check_nan_support(X: np.ndarray, estimators: Mapping[str, Any], feature_name
     SpecError
         Naming the first NaN's row and column, the models that reject it and the fix.
     """
-    if X.dtype.kind != "f" or not np.isnan(X).any():
+    if X.dtype.kind != "f" or not _has_nan(X):
         return
     rejecting = [name for name, est in estimators.items() if not _allows_nan(est)]
     if not rejecting:
@@ -37,6 +37,12 @@ def check_nan_support(X: np.ndarray, estimators: Mapping[str, Any], feature_name
         "NaN (e.g. HistGradientBoostingClassifier)",
         source,
     )
+
+
+def _has_nan(X: np.ndarray, block_bytes: int = 64 << 20) -> bool:
+    """``np.isnan(X).any()`` in row blocks: no temporary the size of X."""
+    rows = max(block_bytes // max(X[:1].nbytes, 1), 1)
+    return any(np.isnan(X[lo : lo + rows]).any() for lo in range(0, len(X), rows))
 
 
 def check_splits_vs_classes(splitter: Any, y: Any, source: str | None = None) -> None:

@@ -184,7 +184,9 @@ def _from_npy(path: Path, spec: DataSpec, source: str | None) -> Dataset:
     if not ypath.exists():
         raise SpecError("data.target", f"target file not found: {ypath}", source)
     try:
-        X = np.load(path, allow_pickle=False)
+        # A memory map: rank 0 copies it straight into the node's shared memory (no private
+        # copy), and a large X costs no time here.
+        X = np.load(path, mmap_mode="r", allow_pickle=False)
         y = np.load(ypath, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise SpecError("data.path", f"cannot read .npy data: {exc}", source) from None

@@ -140,16 +140,13 @@ def run_experiment(
     estimators = {m.name: m.make() for m in spec.models}
     first = next(iter(estimators.values()))
 
-    def load() -> Dataset:
-        data = load_data(spec.data, spec.source)
-        check_nan_support(data.X, estimators, data.feature_names, spec.source)
-        return data
-
-    data = _collective(engine, load)
+    data = _collective(engine, lambda: load_data(spec.data, spec.source))
     X = engine.bcast_array(data.X if engine.is_root else None)
     y = engine.bcast_array(data.y if engine.is_root else None)
     if engine.is_root:
         data.X, data.y = X, y  # drop the private copy: one copy of the data per node
+    _collective(engine, lambda: check_nan_support(X, estimators, data.feature_names,
+                                                  spec.source))
     folds = share_folds(engine, _collective(engine, lambda: _make_folds(spec, first, data)))
     methods = oof_methods(spec.save_oof, estimators, spec.source)
     grid = TaskGrid([(m.name, list(m.grid)) for m in spec.models], len(folds))
