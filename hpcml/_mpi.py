@@ -25,6 +25,7 @@ from .schedule import Plan
 __all__ = [
     "MPIEngine",
     "WorkCounter",
+    "join_world",
     "abort_on_error",
     "check_launch",
     "node_layout",
@@ -88,6 +89,22 @@ def node_layout(comm: Any = None) -> dict[str, Any]:
     }
     node.Free()
     return layout
+
+
+def join_world(threads_cli: int | None = None) -> tuple[Any, int]:
+    """Start MPI for a rank of an ``hpcml`` command: ``(COMM_WORLD, threads per rank)``.
+
+    Refuses ``srun`` without an MPI plugin (:class:`UsageError`), and sets
+    ``OMP_NUM_THREADS`` and friends from the node layout before numpy is imported.
+    """
+    from .threads import thread_env, threads_per_rank
+
+    comm = world()
+    check_launch()
+    layout = node_layout(comm)
+    threads, _ = threads_per_rank(layout["ranks_on_node"], cli=threads_cli)
+    os.environ.update(thread_env(threads))
+    return comm, threads
 
 
 def mpi_library_version() -> str:

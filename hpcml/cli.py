@@ -211,21 +211,12 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
 def _run_rank(args: argparse.Namespace, out: str) -> int:
     from . import _mpi
     from .signals import EXIT_REQUEUE, StopFlag, install_stop_handlers
-    from .threads import thread_env, threads_per_rank
 
     # Before MPI starts: a wall-time signal during start-up must not kill the rank.
     stop = StopFlag()
     install_stop_handlers(stop)
-    comm = _mpi.world()
+    comm, threads = _mpi.join_world(args.threads_per_rank)
     rank = comm.Get_rank()
-    try:
-        _mpi.check_launch()
-    except UsageError as exc:
-        _error(str(exc))
-        return EXIT_USAGE
-    layout = _mpi.node_layout(comm)
-    threads, _ = threads_per_rank(layout["ranks_on_node"], cli=args.threads_per_rank)
-    os.environ.update(thread_env(threads))  # before numpy is imported in this rank
     with _mpi.abort_on_error(comm):
         try:
             from .experiment import run_experiment
@@ -334,12 +325,16 @@ def _summary(result) -> None:
         shard = result.run.get("shard")
         print(f"shard {shard} done; merge the shards with: hpcml collect {result.out}")
         return
-    best = result.best
+    print_best(result.best)
+    if result.out is not None:
+        print(f"results: {result.out}/cv_results.csv ({len(result.cv_results['params'])} candidates)")
+
+
+def print_best(best: dict | None) -> None:
+    """``best: model {params} (metric=score, ...)`` on standard output."""
     if best is not None:
         scores = ", ".join(f"{k}={v:.6g}" for k, v in best["scores"].items())
         print(f"best: {best['model']} {best['params']} ({scores})")
-    if result.out is not None:
-        print(f"results: {result.out}/cv_results.csv ({len(result.cv_results['params'])} candidates)")
 
 
 def _default_ranks() -> int:

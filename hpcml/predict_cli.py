@@ -142,18 +142,13 @@ def _prepare(args: argparse.Namespace) -> Any:
 
 def _run_rank(args: argparse.Namespace) -> int:
     from . import _mpi
-    from .threads import thread_env, threads_per_rank
 
-    comm = _mpi.world()
-    rank, size = comm.Get_rank(), comm.Get_size()
     try:
-        _mpi.check_launch()
+        comm, threads = _mpi.join_world(args.threads_per_rank)
     except UsageError as exc:
         _error(str(exc))
         return EXIT_USAGE
-    layout = _mpi.node_layout(comm)
-    threads, _ = threads_per_rank(layout["ranks_on_node"], cli=args.threads_per_rank)
-    os.environ.update(thread_env(threads))  # before numpy is imported in this rank
+    rank, size = comm.Get_rank(), comm.Get_size()
     with _mpi.abort_on_error(comm):
         job, failed = None, None
         try:

@@ -199,10 +199,9 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     except (JobError, FailedJobError, UncompletedJobError) as exc:
         sys.stderr.write(f"hpcml: error: {exc}\n")
         return 1
-    best = result.best
-    if best is not None:
-        scores = ", ".join(f"{k}={v:.6g}" for k, v in best["scores"].items())
-        print(f"best: {best['model']} {best['params']} ({scores})")
+    from .cli import print_best
+
+    print_best(result.best)
     if result.out is not None:
         print(f"results: {result.out}/cv_results.csv")
     return 0
