@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from sklearn.base import clone
 
 from .engine import Engine, OnResult, ShouldStop
 from .fitting import FitResult, Folds, fit_and_score
@@ -85,13 +87,27 @@ def evaluate_grid(
     costs = costs[todo]
     plan = plan_chunks(costs, engine.size)
 
+    prototypes: OrderedDict[int, Any] = OrderedDict()
+
+    def prototype(cand) -> Any:
+        """The candidate's unfitted estimator (LRU-cached: a candidate's folds run together)."""
+        proto = prototypes.pop(cand.index, None)
+        if proto is None:
+            proto = clone(estimators[cand.model])
+            if cand.params:
+                proto.set_params(**clone(dict(cand.params), safe=False))
+        prototypes[cand.index] = proto
+        if len(prototypes) > 256:
+            prototypes.popitem(last=False)
+        return proto
+
     def run_task(i: int) -> FitResult:
         t = int(todo[i])
         task = grid[t]
         train, test = folds[task.fold]
         model = task.candidate.model
         return fit_and_score(
-            estimators[model], X, y, task.candidate.params, train, test, scorers[model],
+            prototype(task.candidate), X, y, {}, train, test, scorers[model], prototype=True,
             task=t, return_train_score=return_train_score, error_score=error_score,
             oof_method=None if oof_methods is None else oof_methods.get(model),
         )
