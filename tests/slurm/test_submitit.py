@@ -57,7 +57,8 @@ def test_submit_returns_the_search_result(slurm, hostile, job_env, reference):
 
 @pytest.mark.slurm
 def test_cancelled_job_raises_instead_of_hanging(slurm, hostile, job_env):
-    (hostile / "slow.yaml").write_text(SLOW_SPEC)
+    # Fits of 1 s: the job cannot finish before the cancel lands, even on a busy machine.
+    (hostile / "slow.yaml").write_text(SLOW_SPEC.replace("sleep: 0.25", "sleep: 1.0"))
     job = hpcml.submit(hostile / "slow.yaml", out=hostile / "out",
                        folder=jobs(hostile), ranks_per_node=2, time=5)
     wait_state(job.job_id, {"RUNNING"})
@@ -148,7 +149,8 @@ def test_submit_stays_callable_after_importing_its_module():
 @needs_resume
 def test_preempted_submitit_job_requeues_and_resumes(slurm, hostile, job_env, slow_reference):
     """submitit's preemption signal (USR2) mid-run: stop, requeue, resume, same result."""
-    (hostile / "slow.yaml").write_text(SLOW_SPEC)
+    # Fits of 1 s: the job cannot finish before the cancel lands, even on a busy machine.
+    (hostile / "slow.yaml").write_text(SLOW_SPEC.replace("sleep: 0.25", "sleep: 1.0"))
     job = hpcml.submit(hostile / "slow.yaml", out=hostile / "out",
                        folder=jobs(hostile), ranks_per_node=2, time=5)
     wait_state(job.job_id, {"RUNNING"})
