@@ -170,31 +170,37 @@ def process_tree(root: int) -> list[int]:
     return out
 
 
-def pss_bytes(pid: int) -> int:
-    """Proportional set size of one process (0 if it is gone)."""
+def pss_bytes(pid: int) -> tuple[int, int]:
+    """Proportional set size of one process, all of it and its anonymous + shared-memory part
+    (heap, arrays, MPI windows: the part that other programs' use of the same library files
+    does not change). ``(0, 0)`` if the process is gone."""
+    pss = anon = 0
     try:
         with open(f"/proc/{pid}/smaps_rollup") as f:
             for line in f:
                 if line.startswith("Pss:"):
-                    return int(line.split()[1]) * 1024
+                    pss = int(line.split()[1]) * 1024
+                elif line.startswith(("Pss_Anon:", "Pss_Shmem:")):
+                    anon += int(line.split()[1]) * 1024
     except OSError:
         pass
-    return 0
+    return pss, anon
 
 
 class PssSampler(threading.Thread):
-    """Every ``interval`` s, sum the PSS of a process tree; keep the peak sum."""
+    """Every ``interval`` s, sum the PSS of a process tree; keep the peak sums."""
 
     def __init__(self, root: int, interval: float = 0.2) -> None:
         super().__init__(daemon=True)
         self.root, self.interval = root, interval
-        self.peak = 0
+        self.peak = self.peak_anon = 0
         self._stop_event = threading.Event()
 
     def run(self) -> None:
         while not self._stop_event.is_set():
-            total = sum(pss_bytes(p) for p in process_tree(self.root))
-            self.peak = max(self.peak, total)
+            sizes = [pss_bytes(p) for p in process_tree(self.root)]
+            self.peak = max(self.peak, sum(s[0] for s in sizes))
+            self.peak_anon = max(self.peak_anon, sum(s[1] for s in sizes))
             self._stop_event.wait(self.interval)
 
     def stop(self) -> int:
@@ -216,6 +222,7 @@ class Timed:
     stderr: str
     other_cores: float = 0.0
     steal_cores: float = 0.0
+    peak_anon: int = 0
 
 
 def _cpu_jiffies() -> tuple[float, float]:
@@ -256,7 +263,8 @@ def timed_run(cmd: list[str], env: dict[str, str] | None = None, timeout: float 
     other = max(busy1 - busy0 - (_children_cpu() - own0), 0.0) / wall
     if proc.returncode != 0:
         sys.stderr.write(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{err[-3000:]}\n")
-    return Timed(wall, peak, proc.returncode, out, err, other, (steal1 - steal0) / wall)
+    return Timed(wall, peak, proc.returncode, out, err, other, (steal1 - steal0) / wall,
+                 sampler.peak_anon)
 
 
 def lower_bound(costs, n_ranks: int) -> float:

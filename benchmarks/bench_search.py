@@ -153,9 +153,31 @@ def run_tool(tool: str, workload: str, spec_path: Path, n: int, folder: Path) ->
             row.update(refit=peer["refit_s"], search=peer["fit_s"] - peer["refit_s"],
                        lb=lower_bound(peer["costs"], n), work=sum(peer["costs"]),
                        best=peer["best"], cluster_s=peer["cluster_s"], data_s=peer["data_s"])
-    row.update(wall=done.wall, pss=done.peak_pss, other=done.other_cores,
+    row.update(wall=done.wall, pss=done.peak_pss, anon=done.peak_anon, other=done.other_cores,
                steal=done.steal_cores, ok=done.returncode == 0)
     return row
+
+
+def fixed_costs(spec_path: Path, n: int, folder: Path) -> dict[str, float]:
+    """Wall seconds of the pieces of a command's fixed cost (start-up and shutdown)."""
+    mpiexec = str(BIN / "mpiexec")
+    from _harness import thread_env
+
+    cmds = {
+        "python -c pass": ([PYTHON, "-c", "pass"], None),
+        "import sklearn.model_selection": ([PYTHON, "-c", "import sklearn.model_selection"], None),
+        "import hpcml.experiment": ([PYTHON, "-c", "import hpcml.experiment"], None),
+        "launcher's spec check (load_spec)": (
+            [PYTHON, "-c", f"from hpcml.spec import load_spec; load_spec({str(spec_path)!r})"],
+            None),
+        f"mpiexec -n {n} python: MPI init + barrier": (
+            [mpiexec, "-n", str(n), PYTHON, "-c",
+             "from mpi4py import MPI; MPI.COMM_WORLD.Barrier()"], thread_env(n)),
+        f"mpiexec -n {n} python -m hpcml run (no launcher)": (
+            [mpiexec, "-n", str(n), PYTHON, "-m", "hpcml", "run", str(spec_path), "--out",
+             str(folder / "ranks-only"), "--force", "--no-progress"], thread_env(n)),
+    }
+    return {name: timed_run(cmd, env=env).wall for name, (cmd, env) in cmds.items()}
 
 
 def _same_best(a: dict | None, b: dict | None) -> str:
@@ -170,7 +192,7 @@ def print_table(workload: str, rows: list[dict], n: int) -> None:
     spec = WORKLOADS[workload]
     print(f"\n== {workload}: {_describe(spec)}; P = {n}")
     head = ("tool", "rep", "wall s", "hpcml/x", "search s", "own LB s", "search/LB", "/hpcml LB",
-            "refit s", "rest s", "PSS MiB", "other", "best")
+            "refit s", "rest s", "PSS MiB", "anon MiB", "other", "best")
     print("  ".join(f"{h:>9}" for h in head))
     for rep in sorted({r["rep"] for r in rows}):
         mine = {r["tool"]: r for r in rows if r["rep"] == rep}
@@ -189,7 +211,8 @@ def print_table(workload: str, rows: list[dict], n: int) -> None:
                      f"{r['search'] / r['lb']:.3f}",
                      f"{r['search'] / hpcml_lb:.3f}" if hpcml_lb else "",
                      f"{r['refit']:.2f}", f"{rest:.2f}",
-                     f"{r['pss'] / 2**20:.0f}", f"{r['other']:.2f}",
+                     f"{r['pss'] / 2**20:.0f}",
+                     f"{r['anon'] / 2**20:.0f}" if r.get("anon") else "", f"{r['other']:.2f}",
                      _same_best(ref, r.get("best")) if tool != "hpcml" else "")
             print("  ".join(f"{c:>9}" for c in cells))
         tl = mine.get("hpcml+tl", {})
@@ -224,6 +247,12 @@ def _ratios(rows: list[dict]) -> None:
     print(f"{'':>9}  summary: " + "; ".join(parts))
 
 
+def _print_fixed(fixed: list[dict[str, float]]) -> None:
+    print("\n== fixed costs (wall s of each command, one column per repetition)")
+    for name in fixed[0]:
+        print(f"{name:>52}  " + "  ".join(f"{f[name]:6.2f}" for f in fixed))
+
+
 def _describe(spec: dict) -> str:
     p = spec["data"]["params"]
     from sklearn.model_selection import ParameterGrid
@@ -251,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
         return _peer(args.peer, args.workload, args.ranks, args.result, args.folder)
     if args.show:
         for workload, rows in json.loads(Path(args.show).read_text()).items():
+            if workload == "fixed_costs":
+                _print_fixed(rows)
+                continue
             print_table(workload, rows, args.ranks)
             _ratios(rows)
         return 0
@@ -283,6 +315,10 @@ def main(argv: list[str] | None = None) -> int:
         print_table(workload, rows, n)
         _ratios(rows)
         everything[workload] = rows
+        if workload == "startup":
+            fixed = [fixed_costs(spec_path, n, out / workload) for _ in range(args.repeat)]
+            everything["fixed_costs"] = fixed
+            _print_fixed(fixed)
     (out / "results.json").write_text(json.dumps(everything, indent=1, default=repr))
     print(f"\nall measurements: {out / 'results.json'}; timelines: {out}/timeline-*.png")
     return 0
