@@ -117,13 +117,9 @@ def _run_on_ranks(spec: Any, out: str | None, threads: int | None, force: bool,
     """
     from . import _mpi
     from .experiment import run_experiment
-    from .threads import thread_env, threads_per_rank
 
-    comm = _mpi.world()
-    _mpi.check_launch()  # plain srun with several tasks: refuse, naming the fix
-    layout = _mpi.node_layout(comm)
-    threads, _ = threads_per_rank(layout["ranks_on_node"], cli=threads)
-    os.environ.update(thread_env(threads))
+    # Refuses plain srun with several tasks (naming the fix); thread budget before numpy.
+    comm, threads = _mpi.join_world(threads)
     stop = _stop_flag(stop_signals)
     extra = {} if stop is None else {"stop": stop}
     with _mpi.abort_on_error(comm):
