@@ -240,6 +240,9 @@ class MPIEngine(Engine):
         if self.rank == 0:
             sleepy_barrier(self.comm)
 
+    def layout(self) -> dict[str, Any]:
+        return node_layout(self.comm)
+
     def info(self) -> dict[str, Any]:
         return {"engine": "MPIEngine", "ranks": self.size, "mpi": mpi_library_version()}
 

@@ -72,6 +72,14 @@ class Engine(ABC):
         """Release what the engine holds (e.g. shared memory); collective."""
         return None
 
+    def layout(self) -> dict[str, Any]:
+        """Where the ranks are: ``ranks_on_node``, ``host``, ``hosts``, ``n_nodes`` (collective)."""
+        import socket
+
+        host = socket.gethostname()
+        return {"rank": 0, "size": 1, "ranks_on_node": 1, "host": host, "hosts": [host],
+                "n_nodes": 1}
+
     def info(self) -> dict[str, Any]:
         """Layout facts for ``run.json``."""
         return {"engine": type(self).__name__, "ranks": self.size}

@@ -170,7 +170,7 @@ def run_experiment(
     if engine.is_root and progress and done:
         sys.stderr.write(f"resuming: {len(done)} of {len(grid)} fits are in the journal\n")
 
-    layout = _layout(engine)
+    layout = engine.layout()
     threads, source = threads_per_rank(layout["ranks_on_node"], cli=threads)
     metric_arg = list(spec.metric_names) if spec.scoring else None
     scorers = {name: make_scorer_map(metric_arg, est)[0] for name, est in estimators.items()}
@@ -405,19 +405,6 @@ def _split(spec: ExperimentSpec, estimator: Any, data: Dataset) -> Folds:
     if not splits:
         raise SpecError("cv", "the splitter produced no folds", spec.source)
     return Folds(splits)
-
-
-def _layout(engine: Engine) -> dict[str, Any]:
-    comm = getattr(engine, "comm", None)
-    if comm is None:
-        import socket
-
-        host = socket.gethostname()
-        return {"rank": 0, "size": 1, "ranks_on_node": 1, "host": host, "hosts": [host],
-                "n_nodes": 1}
-    from ._mpi import node_layout
-
-    return node_layout(comm)
 
 
 def _refit(estimator: Any, params: dict, X, y) -> tuple[Any, float]:

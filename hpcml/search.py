@@ -133,7 +133,7 @@ class MPISearchCV(GridSearchCV):
         folds = share_folds(engine, folds)
         self.n_splits_ = len(folds)
 
-        layout_ranks = _ranks_on_node(engine)
+        layout_ranks = engine.layout()["ranks_on_node"]
         threads, _ = threads_per_rank(layout_ranks, cli=self.threads_per_rank)
         grid = TaskGrid([("", self.param_grid)], len(folds))
         results = evaluate_grid(
@@ -186,15 +186,6 @@ def _check_same_shape(engine, X, y) -> None:
             f"MPISearchCV.fit: rank {engine.rank} has data of shape {shape} but rank 0 has "
             f"{root}; every rank must call fit with the same X and y"
         )
-
-
-def _ranks_on_node(engine) -> int:
-    comm = getattr(engine, "comm", None)
-    if comm is None:
-        return 1
-    from ._mpi import node_layout
-
-    return node_layout(comm)["ranks_on_node"]
 
 
 def _warn_like_sklearn(cv_results, n_failed: int, first_error: list, n_total: int) -> None:
