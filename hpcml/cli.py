@@ -181,13 +181,13 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
         raise UsageError(srun_message(tasks))
     if under_mpi_launcher():
         return _run_rank(args, out)
-    # Not under a launcher: check everything we can before starting any rank.
+    # Not under a launcher: catch what is cheap to catch before starting any rank. The ranks
+    # check the whole spec (estimators, grids, scoring) collectively and exit 2 on bad input;
+    # doing it here too would import scikit-learn twice in a row (~2 s).
     from .outputs import check_out_dir
-    from .spec import load_spec
+    from .spec import precheck_spec
 
-    spec = load_spec(args.spec)
-    if spec.data.path is not None and not Path(spec.data.path).exists():
-        raise UsageError(f"{args.spec}: data.path: data file not found: {spec.data.path}")
+    precheck_spec(args.spec)
     check_out_dir(out, args.force)
     n = args.ranks or _default_ranks()
     if n == 1:

@@ -26,6 +26,7 @@ __all__ = [
     "ModelSpec",
     "load_spec",
     "parse_spec",
+    "precheck_spec",
 ]
 
 TOP_LEVEL_KEYS = (
@@ -137,6 +138,43 @@ def load_spec(path: str | os.PathLike) -> ExperimentSpec:
     SpecError
         With the file, the key path and the fix.
     """
+    raw, source, base = _read_yaml(path)
+    return parse_spec(raw, source=source, base_dir=base)
+
+
+def precheck_spec(path: str | os.PathLike) -> Path | None:
+    """Check a spec file's structure and data path without importing what it names.
+
+    The cheap part of :func:`load_spec`, for a launcher that should fail fast on a typo but
+    not pay for importing scikit-learn before its ranks do (they run the full check).
+
+    Parameters
+    ----------
+    path : str or path-like
+        The spec file.
+
+    Returns
+    -------
+    Path or None
+        The data file the spec reads (``None`` for a generator).
+
+    Raises
+    ------
+    SpecError
+        The same message :func:`load_spec` gives for these mistakes.
+    """
+    raw, source, base = _read_yaml(path)
+    _check_structure(raw, source)
+    data = raw["data"]
+    _check_data_structure(data, source)
+    _check_models_structure(raw["models"], source)
+    path_ = _data_path(data, base, source)
+    if path_ is not None and not path_.exists():
+        raise SpecError("data.path", f"data file not found: {path_}", source)
+    return path_
+
+
+def _read_yaml(path: str | os.PathLike) -> tuple[Any, str, Path]:
     import yaml
 
     source = str(path)
@@ -156,7 +194,7 @@ def load_spec(path: str | os.PathLike) -> ExperimentSpec:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise SpecError("", f"malformed YAML at {where}{problem}", source) from None
-    return parse_spec(raw, source=source, base_dir=p.resolve().parent)
+    return raw, source, p.resolve().parent
 
 
 def parse_spec(
@@ -177,14 +215,7 @@ def parse_spec(
     -------
     ExperimentSpec
     """
-    if raw is None:
-        raise SpecError("", "the spec is empty; it needs at least 'data' and 'models'", source)
-    if not isinstance(raw, Mapping):
-        raise SpecError("", f"the spec must be a mapping of keys, got {type(raw).__name__}", source)
-    _check_keys(raw, TOP_LEVEL_KEYS, "", source)
-    for key in ("data", "models"):
-        if key not in raw or raw[key] is None:
-            raise SpecError(key, f"missing '{key}' section; see examples/quickstart.yaml", source)
+    _check_structure(raw, source)
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     data = _parse_data(raw["data"], base, source)
     models = _parse_models(raw["models"], source)
@@ -225,15 +256,42 @@ def parse_spec(
 # -- sections ---------------------------------------------------------------------------------
 
 
-def _parse_data(raw: Any, base: Path, source: str | None) -> DataSpec:
+def _check_structure(raw: Any, source: str | None) -> None:
+    if raw is None:
+        raise SpecError("", "the spec is empty; it needs at least 'data' and 'models'", source)
+    if not isinstance(raw, Mapping):
+        raise SpecError("", f"the spec must be a mapping of keys, got {type(raw).__name__}", source)
+    _check_keys(raw, TOP_LEVEL_KEYS, "", source)
+    for key in ("data", "models"):
+        if key not in raw or raw[key] is None:
+            raise SpecError(key, f"missing '{key}' section; see examples/quickstart.yaml", source)
+
+
+def _check_data_structure(raw: Any, source: str | None) -> None:
     if not isinstance(raw, Mapping):
         raise SpecError("data", "must be a mapping with 'generator' or 'path'", source)
     _check_keys(raw, DATA_KEYS, "data", source)
-    has_gen, has_path = raw.get("generator") is not None, raw.get("path") is not None
-    if has_gen == has_path:
+    if (raw.get("generator") is None) == (raw.get("path") is None):
         raise SpecError(
             "data", "give exactly one of 'generator' (a dotted callable) or 'path' (a file)", source
         )
+
+
+def _check_models_structure(raw: Any, source: str | None) -> None:
+    if not isinstance(raw, Mapping) or not raw:
+        raise SpecError("models", "must map model names to {estimator, params, grid}", source)
+    for name, body in raw.items():
+        key = f"models.{name}"
+        if not isinstance(body, Mapping):
+            raise SpecError(key, "must be a mapping with 'estimator' (and 'params', 'grid')", source)
+        _check_keys(body, MODEL_KEYS, key, source)
+        if not body.get("estimator"):
+            raise SpecError(f"{key}.estimator", "missing: a dotted class or factory path", source)
+
+
+def _parse_data(raw: Any, base: Path, source: str | None) -> DataSpec:
+    _check_data_structure(raw, source)
+    has_gen = raw.get("generator") is not None
     params = raw.get("params") or {}
     if not isinstance(params, Mapping):
         raise SpecError("data.params", "must be a mapping of keyword arguments", source)
@@ -247,6 +305,13 @@ def _parse_data(raw: Any, base: Path, source: str | None) -> DataSpec:
             raise SpecError("data.generator", f"{raw['generator']!r} is not callable", source)
         _check_call_kwargs(fn, params, "data.params", source)
         return DataSpec(generator=raw["generator"], params=dict(params), groups=groups)
+    path = _data_path(raw, base, source)
+    return DataSpec(path=path, target=raw.get("target"), params=dict(params), groups=groups)
+
+
+def _data_path(raw: Mapping, base: Path, source: str | None) -> Path | None:
+    if raw.get("path") is None:
+        return None
     path = Path(os.path.expanduser(str(raw["path"])))
     if not path.is_absolute():
         path = base / path
@@ -256,20 +321,14 @@ def _parse_data(raw: Any, base: Path, source: str | None) -> DataSpec:
         )
     if path.suffix.lower() in (".csv", ".parquet") and not raw.get("target"):
         raise SpecError("data.target", f"name the target column of {path.name}", source)
-    return DataSpec(path=path, target=raw.get("target"), params=dict(params), groups=groups)
+    return path
 
 
 def _parse_models(raw: Any, source: str | None) -> tuple[ModelSpec, ...]:
-    if not isinstance(raw, Mapping) or not raw:
-        raise SpecError("models", "must map model names to {estimator, params, grid}", source)
+    _check_models_structure(raw, source)
     models = []
     for name, body in raw.items():
         key = f"models.{name}"
-        if not isinstance(body, Mapping):
-            raise SpecError(key, "must be a mapping with 'estimator' (and 'params', 'grid')", source)
-        _check_keys(body, MODEL_KEYS, key, source)
-        if not body.get("estimator"):
-            raise SpecError(f"{key}.estimator", "missing: a dotted class or factory path", source)
         try:
             factory = resolve(body["estimator"])
         except ImportError as exc:

@@ -1,7 +1,8 @@
 """`hpcml run` refuses bad input with one line on stderr, exit status 2 and nothing written.
 
-Each case runs ``python -m hpcml`` in a subprocess (no MPI launcher: the errors come before
-any rank starts). The subprocesses start together, so the module takes about as long as the
+Each case runs ``python -m hpcml run -n 2`` in a subprocess: a mistake in the YAML structure or
+a path is caught before any rank starts, one that needs imports (an estimator, a grid key, a
+scorer) by the ranks, collectively. The subprocesses start together, so the module takes about as long as the
 slowest of them rather than their sum (on a machine with spare cores). Most cases pay for
 importing scikit-learn (about 2 s of CPU each), so keep their number small: the checks
 themselves are covered in test_spec.py and test_data.py.
@@ -77,7 +78,9 @@ def runs(tmp_path_factory):
     for name, (text, _) in BAD_SPECS.items():
         d = tmp_path_factory.mktemp(name)
         (d / "spec.yaml").write_text(text)
-        started[name] = Run(["run", "spec.yaml", "--out", "out"], d)
+        # Two ranks: the launcher catches structure and paths; what needs imports (estimators,
+        # grids, scorers) is caught by the ranks, which must still give one line and exit 2.
+        started[name] = Run(["run", "spec.yaml", "--out", "out", "-n", "2"], d)
 
     d = tmp_path_factory.mktemp("out_is_a_file")
     (d / "spec.yaml").write_text(GOOD_SPEC)

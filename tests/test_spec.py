@@ -430,3 +430,48 @@ def test_data_unsupported_suffix_and_missing_target():
 def test_bad_flags(key, value):
     err = spec_error(spec_with(**{key: value}))
     assert err.key == key
+
+
+# -- precheck_spec: what the launcher checks before any rank starts -------------------------------
+
+
+def test_precheck_finds_structure_and_path_mistakes_with_load_spec_messages(tmp_path):
+    from hpcml.spec import precheck_spec
+
+    cases = {
+        "scorng: [accuracy]\n": "scorng: unknown key",
+        "models: {rf: {estmator: x}}\n": "models.rf.estmator: unknown key",
+        "models: {rf: {grid: {}}}\n": "models.rf.estimator: missing",
+        "data: {path: nowhere.csv, target: y}\n": "data.path: data file not found",
+    }
+    base = (
+        "data: {generator: sklearn.datasets.make_classification}\n"
+        "models: {rf: {estimator: sklearn.tree.DecisionTreeClassifier}}\n"
+    )
+    for text, expected in cases.items():
+        path = tmp_path / "spec.yaml"
+        path.write_text(base + text)  # a repeated YAML key: the later one wins
+        with pytest.raises(SpecError) as info:
+            precheck_spec(path)
+        assert expected in str(info.value)
+        if "data.path" not in expected:  # load_spec leaves the file to the data loader
+            with pytest.raises(SpecError) as full:
+                load_spec(path)
+            assert str(full.value) == str(info.value)
+
+
+def test_precheck_returns_the_data_path_and_imports_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "d.npy").write_bytes(b"")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("data: {path: d.npy}\nmodels: {m: {estimator: sklearn.tree.Nope}}\n")
+    code = (
+        "import sys; from hpcml.spec import precheck_spec; "
+        f"p = precheck_spec({str(spec)!r}); "
+        "print(p.name, 'sklearn' in sys.modules, 'numpy' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["d.npy", "False", "False"]
