@@ -28,13 +28,24 @@ from pathlib import Path
 
 import numpy as np
 
-from .schedule import DEFAULT_GRAIN, Plan, plan_chunks
+from .schedule import (
+    DEFAULT_GRAIN,
+    REPLAN_COST,
+    CostModel,
+    Plan,
+    plan_chunks,
+    replan,
+    replan_due,
+    replan_lag,
+)
 
 __all__ = [
     "SimResult",
     "simulate",
     "node_latencies",
     "synthetic_costs",
+    "grid_costs",
+    "grid_estimates",
     "noisy_estimates",
     "load_costs",
     "costs_from_cv_results",
@@ -66,7 +77,9 @@ class SimResult:
     busy : float
         Rank-seconds spent running tasks (true costs plus per-task overhead).
     plan : Plan
-        The schedule that was replayed.
+        The schedule that was replayed (after its last re-plan).
+    n_replans : int
+        Re-plans with measured costs that landed.
     chunk_rank, chunk_start : ndarray or None
         Rank and start time of every chunk (with ``record=True``).
     """
@@ -80,6 +93,7 @@ class SimResult:
     max_cost: float
     busy: float
     plan: Plan = field(repr=False)
+    n_replans: int = 0
     task_time: np.ndarray | None = field(default=None, repr=False)
     chunk_rank: np.ndarray | None = field(default=None, repr=False)
     chunk_start: np.ndarray | None = field(default=None, repr=False)
@@ -99,7 +113,7 @@ class SimResult:
     def idle_fraction(self) -> float:
         """Share of the ranks' time not spent running tasks (claims, waits, the tail)."""
         total = self.n_ranks * self.makespan
-        return 1.0 - self.busy / total if total > 0 else 0.0
+        return max(0.0, 1.0 - self.busy / total) if total > 0 else 0.0  # (rounding)
 
     def timeline(self) -> list[tuple[int, float, float, int]]:
         """``(rank, start, end, task)`` of every task, in plan order (needs ``record=True``)."""
@@ -127,6 +141,9 @@ def simulate(
     grain: float = DEFAULT_GRAIN,
     policy: Policy | None = None,
     record: bool = False,
+    cost_model: CostModel | None = None,
+    learn: bool = True,
+    replan_cost: float = REPLAN_COST,
 ) -> SimResult:
     """Replay tasks of true cost ``costs`` on ``n_ranks`` ranks that self-schedule chunks.
 
@@ -151,6 +168,16 @@ def simulate(
         ``policy(estimates, n_ranks) -> Plan``; default ``plan_chunks`` with ``grain``.
     record : bool
         Keep every chunk's rank and start time (for :meth:`SimResult.timeline`).
+    cost_model : CostModel, optional
+        Candidates and models of the tasks (with ``estimates``): the simulated ranks then
+        re-plan the unclaimed chunks with the costs measured so far, as the engines do
+        (:func:`~hpcml.schedule.replan_due`, :func:`~hpcml.schedule.replan`).
+    learn : bool
+        Re-plan when ``cost_model`` is given (``False``: the fixed plan, for comparison).
+    replan_cost : float
+        Seconds a re-plan takes per unclaimed task; the re-planning rank starts its own
+        chunk that much later, and the new plan only lands if nobody claimed its first chunk
+        meanwhile (the engine's rule).
 
     Returns
     -------
@@ -184,10 +211,18 @@ def simulate(
     if np.any(lat < 0):
         raise ValueError("latency must be non-negative")
 
-    plan = policy(est, p) if policy is not None else plan_chunks(est, p, grain)
-    task_time = true[plan.order] + float(overhead)
-    cum = np.concatenate([[0.0], np.cumsum(task_time)])
-    chunk_cost = (cum[plan.bounds[1:]] - cum[plan.bounds[:-1]]).tolist()
+    if policy is not None:
+        plan = policy(est, p)
+    else:
+        plan = plan_chunks(est, p, grain, cost_model=cost_model)
+    learning = learn and plan.costs is not None
+
+    def chunk_costs(plan: Plan) -> tuple[np.ndarray, list[float]]:
+        task_time = true[plan.order] + float(overhead)
+        cum = np.concatenate([[0.0], np.cumsum(task_time)])
+        return task_time, (cum[plan.bounds[1:]] - cum[plan.bounds[:-1]]).tolist()
+
+    task_time, chunk_cost = chunk_costs(plan)
     n_chunks = len(chunk_cost)
     half = (lat / 2).tolist()
     service = float(service)
@@ -199,26 +234,52 @@ def simulate(
     counter_free = 0.0
     next_chunk = 0
     claims = 0
+    replans = 0
     makespan = 0.0
-    chunk_rank = np.empty(n_chunks, dtype=np.int64) if record else None
-    chunk_start = np.empty(n_chunks, dtype=np.float64) if record else None
+    chunk_rank: dict[int, int] = {}
+    chunk_start: dict[int, float] = {}
+    running: list[int] = [-1] * p  # the chunk each rank runs; published at its next claim
+    published: list[int] = []
+    pending: tuple[float, int, Plan] | None = None  # (time it is written, first chunk, plan)
     pop, push = heapq.heappop, heapq.heappush
     while heap:
         arrive, r = pop(heap)
         served = arrive if arrive > counter_free else counter_free
+        if pending is not None and served >= pending[0]:
+            # the re-plan is written (under an exclusive lock) unless its chunks went meanwhile
+            if next_chunk <= pending[1]:
+                plan = pending[2]
+                task_time, chunk_cost = chunk_costs(plan)
+                n_chunks = len(chunk_cost)
+                replans += 1
+            pending = None
         counter_free = served + service
         back = counter_free + half[r]
         claims += 1
+        if running[r] >= 0:
+            published.append(running[r])
+            running[r] = -1
         if next_chunk >= n_chunks:
             if back > makespan:
                 makespan = back
             continue
         c = next_chunk
         next_chunk += 1
+        start = back
+        if learning and pending is None and replan_due(c, p):
+            # this rank re-plans the chunks from c + lag on with what was published so far
+            q = c + replan_lag(c, back, n - int(plan.bounds[c]), p, replan_cost)
+            if q < n_chunks:
+                pos = [np.arange(plan.bounds[k], plan.bounds[k + 1]) for k in published]
+                items = plan.order[np.concatenate(pos)] if pos else np.zeros(0, np.int64)
+                new = replan(plan, q, plan.costs.learn(items, true[items]))
+                start = back + replan_cost * (n - int(plan.bounds[q]))
+                pending = (start, q, new)
+        running[r] = c
         if record:
             chunk_rank[c] = r
-            chunk_start[c] = back
-        push(heap, (back + chunk_cost[c] + half[r], r))
+            chunk_start[c] = start
+        push(heap, (start + chunk_cost[c] + half[r], r))
 
     return SimResult(
         n_ranks=p,
@@ -228,12 +289,60 @@ def simulate(
         makespan=makespan,
         work=float(true.sum()),
         max_cost=float(true.max()) if n else 0.0,
-        busy=float(cum[-1]),
+        busy=float(task_time.sum()),
         plan=plan,
+        n_replans=replans,
         task_time=task_time if record else None,
-        chunk_rank=chunk_rank,
-        chunk_start=chunk_start,
+        chunk_rank=np.array([chunk_rank[c] for c in range(n_chunks)]) if record else None,
+        chunk_start=np.array([chunk_start[c] for c in range(n_chunks)]) if record else None,
     )
+
+
+def grid_costs(
+    n_candidates: int,
+    n_folds: int = 5,
+    n_models: int = 4,
+    median: float = 0.05,
+    sigma: float = 1.0,
+    fold_sigma: float = 0.05,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Costs of a synthetic grid: ``(costs, candidate, model)`` per task, candidate-major.
+
+    Candidates' costs are lognormal around ``median``; a candidate's folds cost about the
+    same (``fold_sigma``), as in a real K-fold grid, so measuring one fold tells the others.
+
+    Examples
+    --------
+    >>> c, cand, model = grid_costs(100, n_folds=5, seed=1)
+    >>> c.shape, cand[:6].tolist(), int(model.max())
+    ((500,), [0, 0, 0, 0, 0, 1], 3)
+    """
+    rng = np.random.default_rng(seed)
+    per_cand = rng.lognormal(np.log(median), sigma, size=int(n_candidates))
+    cand = np.repeat(np.arange(int(n_candidates), dtype=np.int64), int(n_folds))
+    model = (cand * int(n_models)) // max(int(n_candidates), 1)
+    costs = per_cand[cand] * rng.lognormal(0.0, fold_sigma, size=cand.size)
+    return costs, cand, model.astype(np.int64)
+
+
+def grid_estimates(
+    costs: np.ndarray, candidate: np.ndarray, model: np.ndarray, error: float,
+    model_error: float = 0.0, seed: int = 0,
+) -> np.ndarray:
+    """Estimates of :func:`grid_costs`: off by ``exp(N(0, error))`` per candidate, times
+    ``exp(N(0, model_error))`` per model (a cost model that is wrong for a whole model kind).
+    The folds of a candidate share their estimate, like the real cost model's."""
+    rng = np.random.default_rng(seed + 1_000_003)
+    cand = np.asarray(candidate)
+    per_cand = np.zeros(int(cand.max()) + 1 if cand.size else 0)
+    np.add.at(per_cand, cand, costs)
+    per_cand /= np.maximum(np.bincount(cand, minlength=per_cand.size), 1)
+    per_cand *= rng.lognormal(0.0, error, size=per_cand.size) if error > 0 else 1.0
+    m = np.asarray(model)
+    per_model = rng.lognormal(0.0, model_error, size=int(m.max()) + 1) if model_error > 0 \
+        else np.ones(int(m.max()) + 1 if m.size else 0)
+    return per_cand[cand] * per_model[m]
 
 
 def node_latencies(

@@ -9,7 +9,17 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.tree import DecisionTreeClassifier
 
-from hpcml.schedule import DEFAULT_GRAIN, estimate_cost, plan_chunks
+from hpcml.schedule import (
+    DEFAULT_GRAIN,
+    MIN_GRAIN,
+    CostModel,
+    batch_grain,
+    estimate_cost,
+    learn_costs,
+    plan_chunks,
+    replan,
+    replan_due,
+)
 from hpcml.tasks import TaskGrid
 
 MODELS = [
@@ -133,9 +143,11 @@ def test_tiny_tasks_are_batched():
     plan = plan_chunks(np.full(n, 1e-5), n_workers=4)
     assert sorted(plan.order.tolist()) == list(range(n))
     assert plan.n_chunks < n / 50
-    # each batch is worth at least about one grain of work, except the last remainder
+    # each batch is worth at least about one batch floor of work, except the last remainder
     sizes = np.diff(plan.bounds)
-    assert sizes[:-1].min() * 1e-5 >= DEFAULT_GRAIN * 0.99
+    floor = batch_grain(n * 1e-5, 4)
+    assert MIN_GRAIN <= floor <= DEFAULT_GRAIN
+    assert sizes[:-1].min() * 1e-5 >= floor * 0.99
 
 
 def test_guided_chunks_shrink():
@@ -171,7 +183,17 @@ def test_plan_is_deterministic():
 
 def test_doc_example():
     plan = plan_chunks([1.0, 5.0, 0.01, 0.01, 0.01, 0.01], n_workers=2, grain=0.05)
-    assert chunks(plan) == [[1], [0], [2, 3, 4, 5]]
+    assert chunks(plan) == [[1], [0], [2, 3, 4], [5]]
+
+
+def test_batch_floor_shrinks_with_the_work_per_worker():
+    # plenty of work per worker: the full grain; little: 1 % of it, never under MIN_GRAIN
+    assert batch_grain(100.0 * 64, 64) == DEFAULT_GRAIN
+    assert batch_grain(0.5 * 64, 64) == pytest.approx(0.005)
+    assert batch_grain(0.01, 64) == MIN_GRAIN
+    # 2.5 ms tasks on 4,096 ranks, 24 each: the last batches are one or two tasks
+    plan = plan_chunks(np.full(100_000, 2.5e-3), 4096)
+    assert np.diff(plan.bounds)[-4096:].max() <= 2
 
 
 def test_empty_plan():
@@ -235,3 +257,62 @@ def test_cost_specific_names_win_over_their_suffixes():
     kernel = [estimate_cost("SVC", {}, k, d) for k in (10_000, 100_000)]
     assert linear[1] / linear[0] < 11
     assert kernel[1] / kernel[0] > 50
+
+
+# -- learning costs during a run ----------------------------------------------------------------
+
+
+def test_learn_costs_dict_and_arrays_agree():
+    est = np.array([1.0, 1.0, 2.0, 2.0, 5.0, 5.0])
+    cand = np.array([0, 0, 1, 1, 2, 2])
+    model = np.array([0, 0, 0, 0, 1, 1])
+    a = learn_costs(est, cand, model, {0: 3.0, 1: 5.0})
+    b = learn_costs(est, cand, model, (np.array([0, 1]), np.array([3.0, 5.0])))
+    np.testing.assert_array_equal(a, b)
+    # candidate 0: its own mean; candidate 1: model 0's ratio (median of 3 and 5) x 2;
+    # model 1 has nothing measured: its estimates stay
+    assert a.tolist() == [4.0, 4.0, 8.0, 8.0, 5.0, 5.0]
+
+
+def test_learn_costs_without_measurements_is_the_estimate():
+    est = np.array([1.0, 2.0])
+    out = learn_costs(est, [0, 1], [0, 0], {})
+    assert out.tolist() == [1.0, 2.0] and out is not est
+
+
+def test_replan_keeps_claimed_chunks_and_every_task_once():
+    rng = np.random.default_rng(2)
+    est = rng.lognormal(-3, 1, size=300)
+    plan = plan_chunks(est, 4, cost_model=CostModel(est, np.arange(300) // 5, np.zeros(300)))
+    true = est * rng.lognormal(0, 1, size=300)
+    first = plan.n_chunks // 3
+    new = replan(plan, first, true)
+    for c in range(first):
+        np.testing.assert_array_equal(new.chunk(c), plan.chunk(c))
+    assert sorted(new.order.tolist()) == list(range(300))
+    start = plan.bounds[first]
+    assert np.all(np.diff(true[new.order[start:]]) <= 0)  # the rest longest first by `true`
+    assert new.bounds[-1] == 300 and np.all(np.diff(new.bounds) > 0)
+    assert new.costs is plan.costs and new.n_workers == 4
+
+
+def test_replan_past_the_end_changes_nothing():
+    plan = plan_chunks([3.0, 2.0, 1.0], 2, grain=0.0)
+    new = replan(plan, plan.n_chunks, np.array([1.0, 2.0, 3.0]))
+    np.testing.assert_array_equal(new.order, plan.order)
+    np.testing.assert_array_equal(new.bounds, plan.bounds)
+
+
+def test_cost_model_learns_from_the_folds_measured_so_far():
+    # two candidates of 5 folds; estimates say candidate 1 is cheap, it is 10x dearer
+    est = np.array([1.0] * 5 + [0.5] * 5)
+    cm = CostModel(est, np.arange(10) // 5, np.zeros(10, dtype=np.int64))
+    costs = cm.learn(np.array([5]), np.array([10.0]))
+    assert costs[5:].tolist() == [10.0] * 5
+    assert costs[:5].tolist() == [20.0] * 5  # model ratio 20 from candidate 1's fold
+
+
+def test_replan_points_are_unique_and_geometric():
+    for p in (1, 2, 3, 64):
+        due = [c for c in range(70 * p) if replan_due(c, p)]
+        assert due == [p * 2**k for k in range(1, 7)]
