@@ -28,7 +28,8 @@ Record = tuple[int, float, float, str]
 
 #: Calls on a rank's path between fits whose durations are recorded: name -> where.
 WAITS = {
-    "claim": ("hpcml._mpi", "WorkCounter", "claim"),
+    "claim": ("hpcml._mpi", "PlanBoard", "next_chunk"),  # a re-plan is part of its claim
+    "publish": ("hpcml._mpi", "PlanBoard", "publish"),
     "add_done": ("hpcml._mpi", "WorkCounter", "add_done"),
     "poll_stop": ("hpcml._mpi", "WorkCounter", "poll_stop"),
     "journal_append": ("hpcml.journal", "Journal", "append"),
@@ -124,7 +125,7 @@ def summary(data: dict) -> dict:
     claims = [w for rank in data.get("waits") or [] for w in rank["claim"]]
     dones = [w for rank in data.get("waits") or [] for w in rank["add_done"]]
     other = {name: sum(w for rank in data.get("waits") or [] for w in rank.get(name, []))
-             for name in ("poll_stop", "journal_append", "journal_sync")}
+             for name in ("poll_stop", "publish", "journal_append", "journal_sync")}
     return {
         **{f"{name}_s": v for name, v in other.items()},
         "n_claims": len(claims),

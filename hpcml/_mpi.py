@@ -20,10 +20,11 @@ from .engine import Engine, OnResult, RunTask, ShouldStop
 from .errors import UsageError
 from .fitting import FitResult
 from .progress import Progress
-from .schedule import Plan
+from .schedule import Plan, replan_due
 
 __all__ = [
     "MPIEngine",
+    "PlanBoard",
     "WorkCounter",
     "join_world",
     "abort_on_error",
@@ -258,25 +259,26 @@ class MPIEngine(Engine):
         t0 = comm.bcast(time.time() if rank == 0 else None, root=0)
         mine: list[FitResult] = []
         stop = should_stop or (lambda: False)
-        with WorkCounter(comm, progress) as counter:
-            while not counter.stopped and (c := counter.claim()) < plan.n_chunks:
-                chunk = plan.chunk(c)
-                n = 0
+        with PlanBoard(comm, plan, progress, t0) as board:
+            while not board.stopped and (chunk := board.next_chunk()) is not None:
+                seconds = []
                 for t in chunk:
-                    if stop() or counter.poll_stop():
-                        counter.stop()
+                    if stop() or board.poll_stop():
+                        board.stop()
                         break
                     start = time.time() - t0
                     r = run_task(int(t))
                     r.rank, r.start, r.end = rank, start, time.time() - t0
                     mine.append(r)
-                    n += 1
+                    seconds.append(r.end - r.start)
                     if on_result is not None:
                         on_result(r)
-                counter.add_done(n)
+                board.publish(seconds)
+                board.add_done(len(seconds))
                 if stop():
-                    counter.stop()
-        self.interrupted = bool(comm.allreduce(counter.stopped, op=_mpi_max()))
+                    board.stop()
+        self.replans = board.replans
+        self.interrupted = bool(comm.allreduce(board.stopped, op=_mpi_max()))
         gathered = comm.gather(mine, root=0)
         if rank != 0:
             return None
@@ -328,18 +330,20 @@ class WorkCounter:
         Shown by rank 0 from a background thread.
     """
 
-    def __init__(self, comm: Any, progress: Progress | None = None) -> None:
+    def __init__(self, comm: Any, progress: Progress | None = None, slots: int = 1) -> None:
         import numpy as np
         from mpi4py import MPI
 
         self.comm, self.rank = comm, comm.Get_rank()
         self._MPI, self._np = MPI, np
         itemsize = MPI.INT64_T.Get_size()
-        self._claim = MPI.Win.Allocate(itemsize if self.rank == 0 else 0, itemsize, comm=comm)
+        size = itemsize * slots if self.rank == 0 else 0
+        self._claim = MPI.Win.Allocate(size, itemsize, comm=comm)
         self._done = MPI.Win.Allocate(itemsize if self.rank == 0 else 0, itemsize, comm=comm)
         if self.rank == 0:
             for win in (self._claim, self._done):
                 np.frombuffer(win.tomemory(), dtype=np.int64)[:] = 0
+            self._init_root(np.frombuffer(self._claim.tomemory(), dtype=np.int64))
         comm.Barrier()
         self._claim.Lock_all()
         self._done.Lock_all()
@@ -352,6 +356,9 @@ class WorkCounter:
         if self.rank == 0 and progress is not None:
             self._watcher = _Watcher(self._done, self._local_done, progress)
             self._watcher.start()
+
+    def _init_root(self, board: Any) -> None:
+        """Fill rank 0's claim window (``board[0]`` is the counter) before anyone claims."""
 
     def claim(self) -> int:
         """The next unclaimed item number (numbers grow past the end: stop there)."""
@@ -413,6 +420,164 @@ class WorkCounter:
         self._done.Unlock_all()
         self._claim.Free()
         self._done.Free()
+        self._free()
+
+    def _free(self) -> None:
+        """Free what a subclass added (called once the ranks are past the final barrier)."""
+
+
+#: Bits of the claim word that count chunks; the bits above them number the plan's version.
+_GEN_SHIFT = 40
+_COUNT_MASK = (1 << _GEN_SHIFT) - 1
+
+
+class PlanBoard(WorkCounter):
+    """Claims of a :class:`~hpcml.schedule.Plan` that re-plans itself with measured costs.
+
+    Rank 0's window holds the claim word (plan version << 40 | next chunk) and two copies of
+    the plan (chunk count, first re-planned chunk, bounds, order); another holds each claimed
+    position's measured seconds. A claim is a fetch-and-add on the word, then a read of the
+    chunk from the copy of that version. No locks, so claims never wait for rank 0 to call
+    MPI (MPICH's passive-target locks do).
+
+    At claims ``2P, 4P, 8P, ...`` (:func:`~hpcml.schedule.replan_due`) the claiming rank reads
+    the plan and the times measured so far, re-plans the chunks from ``q`` on
+    (:func:`~hpcml.schedule.replan`, ``q`` past the chunks it expects to be claimed
+    meanwhile), writes the result into the other copy from the first chunk where the copies
+    may differ, and switches versions with a compare-and-swap that succeeds only while the
+    counter has not passed ``q``. A claim made before the switch reads the old copy, which the
+    writer does not touch below ``q``; if the counter got to ``q`` first, the re-plan is
+    dropped. Plans without a cost model (``plan.costs is None``) never re-plan.
+    """
+
+    def __init__(self, comm: Any, plan: Plan, progress: Progress | None = None,
+                 t0: float | None = None) -> None:
+        n = len(plan.order)
+        self.plan, self.n = plan, n
+        self.learn = plan.costs is not None
+        self._copy = 2 + (n + 1) + n  # n_chunks, first re-planned chunk, bounds, order
+        self.t0 = time.time() if t0 is None else t0
+        self.gen = 0
+        self.replans = 0
+        super().__init__(comm, progress, slots=1 + 2 * self._copy)
+        MPI, np = self._MPI, self._np
+        itemsize = MPI.DOUBLE.Get_size()
+        size = itemsize * max(n, 1) if (self.rank == 0 and self.learn) else 0
+        self._times = MPI.Win.Allocate(size, itemsize, comm=comm)
+        if self.rank == 0 and self.learn:
+            np.frombuffer(self._times.tomemory(), dtype=np.float64)[:] = -1.0
+        comm.Barrier()
+        self._times.Lock_all()
+        self._pair = np.zeros(3, dtype=np.int64)
+        self._last: tuple[int, int] | None = None
+
+    def _init_root(self, board: Any) -> None:
+        for g in (0, 1):
+            self._write_copy(board, g, self.plan, self.plan.n_chunks)
+
+    def _write_copy(self, board: Any, g: int, plan: Plan, first: int) -> None:
+        """Rank 0's own memory: copy ``g`` holds ``plan`` (chunks from ``first`` differ)."""
+        base = 1 + (g % 2) * self._copy
+        board[base] = plan.n_chunks
+        board[base + 1] = first
+        board[base + 2 : base + 2 + len(plan.bounds)] = plan.bounds
+        board[base + 3 + self.n : base + 3 + 2 * self.n] = plan.order
+
+    def next_chunk(self) -> Any:
+        """The task numbers of the next chunk, or ``None`` when none is left (or stopped)."""
+        MPI, np = self._MPI, self._np
+        win = self._claim
+        win.Fetch_and_op([self._one, MPI.INT64_T], [self._got, MPI.INT64_T], 0, 0, MPI.SUM)
+        win.Flush(0)
+        word = int(self._got[0])
+        if word >= STOPPED:
+            self.stopped = True
+            return None
+        gen, c = word >> _GEN_SHIFT, word & _COUNT_MASK
+        base = 1 + (gen % 2) * self._copy
+        pair = self._pair
+        win.Get([pair[:1], MPI.INT64_T], 0, base)
+        if c < self.n:
+            win.Get([pair[1:], MPI.INT64_T], 0, base + 2 + c)
+        win.Flush(0)
+        if c >= pair[0]:
+            return None
+        lo, hi = int(pair[1]), int(pair[2])
+        chunk = np.empty(hi - lo, dtype=np.int64)
+        win.Get([chunk, MPI.INT64_T], 0, base + 2 + self.n + 1 + lo)
+        win.Flush(0)
+        self._last = (lo, hi)
+        if self.learn and replan_due(c, self.comm.Get_size()):
+            self._replan(gen, c)
+        return chunk
+
+    def publish(self, seconds: Any) -> None:
+        """Measured seconds of the tasks of the chunk last returned, in its order."""
+        if not self.learn or self._last is None:
+            return
+        MPI, np = self._MPI, self._np
+        lo, hi = self._last
+        secs = np.ascontiguousarray(seconds, dtype=np.float64)[: hi - lo]
+        self._times.Accumulate([secs, MPI.DOUBLE], 0, lo, MPI.REPLACE)
+        self._times.Flush(0)
+
+    def _replan(self, gen: int, c: int) -> None:
+        from .schedule import replan, replan_lag
+
+        MPI, np = self._MPI, self._np
+        win, n = self._claim, self.n
+        base = 1 + (gen % 2) * self._copy
+        head = np.zeros(2, dtype=np.int64)
+        win.Get([head, MPI.INT64_T], 0, base)
+        win.Flush(0)
+        n_chunks, first = int(head[0]), int(head[1])
+        bounds = np.empty(n_chunks + 1, dtype=np.int64)
+        order = np.empty(n, dtype=np.int64)
+        times = np.empty(n, dtype=np.float64)
+        win.Get([bounds, MPI.INT64_T], 0, base + 2)
+        win.Get([order, MPI.INT64_T], 0, base + 2 + n + 1)
+        win.Flush(0)
+        unused = np.zeros(n, dtype=np.float64)  # NO_OP ignores it, but its count is the count
+        self._times.Get_accumulate([unused, MPI.DOUBLE], [times, MPI.DOUBLE], 0, 0, MPI.NO_OP)
+        self._times.Flush(0)
+        plan = self.plan.__class__(order, bounds, self.plan.costs, self.plan.n_workers,
+                                   self.plan.grain)
+        elapsed = time.time() - self.t0
+        q = c + replan_lag(c, elapsed, n - int(bounds[min(c, n_chunks)]), self.comm.Get_size())
+        if q >= n_chunks:
+            return
+        done = np.flatnonzero(times >= 0)
+        new = replan(plan, q, plan.costs.learn(order[done], times[done]))
+        # Write the other copy from the first chunk where it may differ from the new plan.
+        other = 1 + ((gen + 1) % 2) * self._copy
+        start = min(first, q)
+        lo = int(new.bounds[start])
+        win.Put([np.array([new.n_chunks, q], dtype=np.int64), MPI.INT64_T], 0, other)
+        win.Put([np.ascontiguousarray(new.bounds[start:]), MPI.INT64_T], 0, other + 2 + start)
+        win.Put([np.ascontiguousarray(new.order[lo:]), MPI.INT64_T], 0, other + 2 + n + 1 + lo)
+        win.Flush(0)
+        # Switch versions while nobody has claimed chunk q.
+        seen = np.zeros(1, dtype=np.int64)
+        zero = np.zeros(1, dtype=np.int64)
+        win.Fetch_and_op([zero, MPI.INT64_T], [seen, MPI.INT64_T], 0, 0, MPI.NO_OP)
+        win.Flush(0)
+        while True:
+            word = int(seen[0])
+            if word >= STOPPED or word >> _GEN_SHIFT != gen or word & _COUNT_MASK > q:
+                return
+            want = np.array([((gen + 1) << _GEN_SHIFT) | (word & _COUNT_MASK)], dtype=np.int64)
+            got = np.zeros(1, dtype=np.int64)
+            win.Compare_and_swap([want, MPI.INT64_T], [seen, MPI.INT64_T],
+                                 [got, MPI.INT64_T], 0, 0)
+            win.Flush(0)
+            if int(got[0]) == word:
+                self.replans += 1
+                return
+            seen = got
+
+    def _free(self) -> None:
+        self._times.Unlock_all()
+        self._times.Free()
 
 
 class _Watcher(threading.Thread):

@@ -12,7 +12,7 @@ from sklearn.base import clone
 from .engine import Engine, OnResult, ShouldStop
 from .fitting import FitResult, Folds, fit_and_score
 from .progress import Progress
-from .schedule import estimate_cost, learn_costs, plan_chunks
+from .schedule import CostModel, estimate_cost, learn_costs, plan_chunks
 from .tasks import TaskGrid
 from .threads import thread_budget
 from .timeout import TimeoutRunner
@@ -79,13 +79,14 @@ def evaluate_grid(
     n_train = int(np.mean(np.diff(folds.train_off))) if len(folds) else 0
     todo = np.arange(len(grid)) if tasks is None else np.asarray(tasks, dtype=np.int64)
     costs = task_costs(grid, estimators, n_train, n_features)
+    cand = np.arange(len(grid), dtype=np.int64) // grid.n_splits
+    model_ids = {name: i for i, name in enumerate(grid.model_names)}
+    model = np.array([model_ids[c.model] for c in grid.candidates], dtype=np.int64)[cand]
     if measured:
-        cand = np.arange(len(grid)) // grid.n_splits
-        model_ids = {name: i for i, name in enumerate(grid.model_names)}
-        model = np.array([model_ids[c.model] for c in grid.candidates])[cand]
         costs = learn_costs(costs, cand, model, dict(measured))
     costs = costs[todo]
-    plan = plan_chunks(costs, engine.size)
+    # The engine re-plans the unclaimed tasks with the costs it measures as the run goes.
+    plan = plan_chunks(costs, engine.size, cost_model=CostModel(costs, cand[todo], model[todo]))
 
     prototypes: OrderedDict[int, Any] = OrderedDict()
 
