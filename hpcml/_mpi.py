@@ -519,7 +519,7 @@ class PlanBoard(WorkCounter):
         lo, hi = self._last
         secs = np.ascontiguousarray(seconds, dtype=np.float64)[: hi - lo]
         self._times.Accumulate([secs, MPI.DOUBLE], 0, lo, MPI.REPLACE)
-        self._times.Flush(0)
+        self._times.Flush_local(0)  # no wait for rank 0: a re-plan may miss the newest times
 
     def _replan(self, gen: int, c: int) -> None:
         from .schedule import replan, replan_lag
