@@ -12,6 +12,12 @@ the rank is free; the counter serves one request at a time (``service`` seconds 
 order of arrival); the chunk number is back at the rank another ``latency[r] / 2`` later.
 Every task costs its true cost plus ``overhead`` (clone, split, result bookkeeping).
 
+Re-plans, as in :class:`hpcml._mpi.PlanBoard`: a rank publishes its chunk's measured costs
+when it next claims; the rank that makes claim ``2P, 4P, ...`` re-plans the chunks from
+``q`` on (:func:`~hpcml.schedule.replan_lag`) with what was published, spending
+``replan_cost`` per unclaimed task before it runs its own chunk; the new plan lands then,
+unless the counter has passed ``q`` meanwhile.
+
 Run ``python -m hpcml.simulate --ranks 64 1024 4096 --tasks 100000`` for a table.
 """
 
@@ -437,8 +443,18 @@ def _parser() -> argparse.ArgumentParser:
                    help="recorded costs: a cv_results.csv, a .npy, or one number per line")
     p.add_argument("--median", type=float, default=0.05, help="synthetic: median cost, s")
     p.add_argument("--sigma", type=float, default=1.0, help="synthetic: lognormal sigma")
+    p.add_argument("--folds", type=int, default=5, metavar="K",
+                   help="synthetic: a grid of candidates x K folds that cost about the same "
+                   "(default 5; 1: independent tasks)")
+    p.add_argument("--models", type=int, default=4, metavar="M",
+                   help="synthetic: candidates belong to M models (default 4)")
     p.add_argument("--estimate-error", type=float, default=0.0, metavar="S",
-                   help="plan from estimates off by a factor exp(N(0, S)) (default: exact)")
+                   help="plan from estimates off by a factor exp(N(0, S)), per candidate "
+                   "(default: exact)")
+    p.add_argument("--model-error", type=float, default=0.0, metavar="S",
+                   help="synthetic: estimates also off by a factor exp(N(0, S)) per model")
+    p.add_argument("--no-learn", action="store_true",
+                   help="keep the plan fixed (no re-plans with measured costs), for comparison")
     p.add_argument("--blind", action="store_true",
                    help="plan from equal estimates (no cost model: task order, even chunks)")
     p.add_argument("--latency-intra", type=float, default=LATENCY_INTRA, metavar="S",
@@ -461,6 +477,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import time
 
     args = _parser().parse_args(argv)
+    cand = model = None
     if args.costs:
         costs = load_costs(args.costs)
         if costs.size == 0:
@@ -474,13 +491,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         source += ")"
     else:
         n = 100_000 if args.tasks is None else args.tasks
-        costs = synthetic_costs(n, args.median, args.sigma, args.seed)
-        source = f"{n} lognormal tasks (median {args.median:g} s, sigma {args.sigma:g})"
+        k = max(args.folds, 1)
+        costs, cand, model = grid_costs(-(-n // k), k, max(args.models, 1), args.median,
+                                        args.sigma, seed=args.seed)
+        costs, cand, model = costs[:n], cand[:n], model[:n]
+        source = (f"{n} tasks: {cand[-1] + 1} candidates x {k} folds of {args.models} models, "
+                  f"lognormal (median {args.median:g} s, sigma {args.sigma:g})")
+    if cand is None:  # recorded costs: each task its own candidate
+        cand = np.arange(costs.size, dtype=np.int64)
+        model = np.zeros(costs.size, dtype=np.int64)
     if args.blind:
         est, how = np.ones_like(costs), "blind (equal)"
     else:
-        est = noisy_estimates(costs, args.estimate_error, args.seed)
-        how = "exact" if args.estimate_error <= 0 else f"error exp(N(0, {args.estimate_error:g}))"
+        est = grid_estimates(costs, cand, model, args.estimate_error, args.model_error, args.seed)
+        how = "exact" if args.estimate_error <= 0 and args.model_error <= 0 else (
+            f"off by exp(N(0, {args.estimate_error:g})) per candidate, "
+            f"exp(N(0, {args.model_error:g})) per model")
+    how += "; fixed plan" if args.no_learn else "; re-planned with measured costs"
     print(f"costs: {source}; total {costs.sum():.4g} s, max {costs.max():.4g} s")
     print(
         f"plan: plan_chunks, grain {args.grain:g} s, estimates {how}; latency "
@@ -489,7 +516,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"service {args.service:g} s/claim"
     )
     head = ("P", "sum/P s", "max c s", "LB s", "makespan s", "ratio", "idle", "chunks",
-            "claims", "sim s")
+            "claims", "re-plans", "sim s")
     print("  ".join(f"{h:>10}" for h in head))
     for p in args.ranks:
         t = time.perf_counter()
@@ -497,11 +524,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             costs, p, estimates=est,
             latency=node_latencies(p, args.ranks_per_node, args.latency_intra, args.latency_inter),
             overhead=args.overhead, service=args.service, grain=args.grain,
+            cost_model=CostModel(est, cand, model), learn=not args.no_learn,
         )
         wall = time.perf_counter() - t
         cells = (f"{p}", f"{r.work / p:.4g}", f"{r.max_cost:.4g}", f"{r.lower_bound:.4g}",
                  f"{r.makespan:.4g}", f"{r.ratio:.4f}", f"{r.idle_fraction:.2%}",
-                 f"{r.n_chunks}", f"{r.n_claims}", f"{wall:.2f}")
+                 f"{r.n_chunks}", f"{r.n_claims}", f"{r.n_replans}", f"{wall:.2f}")
         print("  ".join(f"{c:>10}" for c in cells))
     return 0
 

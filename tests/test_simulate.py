@@ -3,9 +3,11 @@
 import numpy as np
 import pytest
 
-from hpcml.schedule import plan_chunks
+from hpcml.schedule import CostModel, plan_chunks
 from hpcml.simulate import (
     costs_from_cv_results,
+    grid_costs,
+    grid_estimates,
     load_costs,
     main,
     node_latencies,
@@ -184,3 +186,51 @@ def test_main_prints_a_table(capsys, tmp_path):
     np.save(tmp_path / "c.npy", np.array([1.0, 2.0, 3.0]))
     assert main(["--ranks", "2", "--costs", str(tmp_path / "c.npy"), "--tasks", "50"]) == 0
     assert "resampled to 50" in capsys.readouterr().out
+
+
+# -- re-plans with measured costs ---------------------------------------------------------------
+
+
+def test_grid_costs_folds_cost_about_the_same():
+    costs, cand, model = grid_costs(200, n_folds=5, n_models=4, fold_sigma=0.05, seed=3)
+    per = costs.reshape(200, 5)
+    assert np.all(per.max(axis=1) / per.min(axis=1) < 1.5)
+    assert cand.tolist()[:10] == [0] * 5 + [1] * 5
+    assert sorted(set(model.tolist())) == [0, 1, 2, 3]
+    est = grid_estimates(costs, cand, model, error=0.0)
+    np.testing.assert_allclose(est.reshape(200, 5), per.mean(axis=1, keepdims=True).repeat(5, 1))
+
+
+def test_learning_beats_a_fixed_plan_when_a_model_is_misestimated():
+    # the cost model is 10x too low for one model of four: its tasks would go last
+    costs, cand, model = grid_costs(2000, n_folds=5, sigma=0.5, seed=5)
+    est = costs.copy()
+    est[model == 3] /= 10
+    cm = CostModel(est, cand, model)
+    fixed = simulate(costs, 256, estimates=est, cost_model=cm, learn=False)
+    learnt = simulate(costs, 256, estimates=est, cost_model=cm, learn=True)
+    assert fixed.n_replans == 0 and learnt.n_replans >= 1
+    assert learnt.makespan < fixed.makespan
+    assert learnt.ratio < 1.03 < fixed.ratio
+    # re-plans only reorder: the same tasks run, each once
+    assert sorted(learnt.plan.order.tolist()) == list(range(costs.size))
+
+
+def test_a_replan_that_cannot_land_in_time_is_dropped():
+    # a re-plan that takes far longer than the rest of the run never lands
+    costs, cand, model = grid_costs(500, n_folds=5, seed=1)
+    cm = CostModel(costs * 3, cand, model)
+    r = simulate(costs, 8, estimates=costs * 3, cost_model=cm, replan_cost=10.0)
+    assert r.n_replans == 0
+    np.testing.assert_array_equal(r.plan.order, plan_chunks(costs * 3, 8).order)
+
+
+def test_main_compares_learning_and_a_fixed_plan(capsys):
+    args = ["--ranks", "64", "--tasks", "5000", "--estimate-error", "0.5", "--model-error", "1"]
+    assert main(args) == 0
+    learnt = capsys.readouterr().out
+    assert main([*args, "--no-learn"]) == 0
+    fixed = capsys.readouterr().out
+    assert "re-planned with measured costs" in learnt and "fixed plan" in fixed
+    row = {name: out.splitlines()[3].split() for name, out in (("l", learnt), ("f", fixed))}
+    assert int(row["f"][9]) == 0 < int(row["l"][9])  # the re-plans column
