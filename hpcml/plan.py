@@ -62,6 +62,16 @@ def describe_plan(spec_path: str | os.PathLike, ranks: int, threads: int | None 
         f"lower bound:       {format_duration(lower_bound(costs, ranks))} on {ranks} ranks "
         "(max(total / ranks, largest task))\n"
         f"chunks:            {plan.n_chunks} claims; tasks per claim from {sizes.min() if sizes.size else 0} "
-        f"to {sizes.max(initial=0)}"
+        f"to {sizes.max(initial=0)}\n"
+        + _schedule_line(ranks)
         + warn
+    )
+
+
+def _schedule_line(ranks: int) -> str:
+    if ranks <= 1:
+        return "schedule:          one rank: every task in turn"
+    return (
+        "schedule:          longest first by these estimates; the tasks not yet claimed are "
+        f"re-ordered with measured costs at claims {2 * ranks}, {4 * ranks}, {8 * ranks}, ..."
     )

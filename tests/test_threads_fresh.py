@@ -73,4 +73,5 @@ def test_plan_prints_layout_and_lower_bound_without_fitting(tmp_path):
     assert "tasks:             6 = 3 candidates (probe 3) x 2 folds" in proc.stdout
     assert "threads per rank:  2 (from cores/ranks)" in proc.stdout
     assert "lower bound:" in proc.stdout
+    assert "re-ordered with measured costs at claims 4, 8, 16" in proc.stdout
     assert not (tmp_path / "out").exists() and not (tmp_path / "results").exists()
