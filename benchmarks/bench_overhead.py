@@ -52,7 +52,7 @@ def _worker_hpcml(fits: int, result: str) -> int:
     comm = _mpi.world()
     rank, size = comm.Get_rank(), comm.Get_size()
     captured: dict = {}
-    waits: dict[str, list[float]] = {"claim": [], "add_done": []}
+    waits: dict[str, list[float]] = {"claim": [], "add_done": [], "publish": []}
     evaluate_grid = search_mod.evaluate_grid
     engine_run = _mpi.MPIEngine.run
 
@@ -79,7 +79,13 @@ def _worker_hpcml(fits: int, result: str) -> int:
 
     search_mod.evaluate_grid = recording_evaluate_grid
     _mpi.MPIEngine.run = timed_engine_run
-    _mpi.WorkCounter.claim = timed("claim", _mpi.WorkCounter.claim)
+    # The engine claims with PlanBoard.next_chunk (plan board) or WorkCounter.claim (before it).
+    board = getattr(_mpi, "PlanBoard", None)
+    if board is not None and hasattr(board, "next_chunk"):
+        board.next_chunk = timed("claim", board.next_chunk)
+        board.publish = timed("publish", board.publish)
+    else:
+        _mpi.WorkCounter.claim = timed("claim", _mpi.WorkCounter.claim)
     _mpi.WorkCounter.add_done = timed("add_done", _mpi.WorkCounter.add_done)
 
     X, y = _data()
@@ -154,6 +160,7 @@ def measure(variant: str, fits: int, n: int, folder: Path) -> dict:
         }
         claims = [w for rank in data["waits"] or [] for w in rank["claim"]]
         row["claims"] = (len(claims), sum(claims))
+        row["publish_s"] = sum(w for rank in data["waits"] or [] for w in rank.get("publish", []))
     else:
         row["work"] = data["work"]
     row["overhead_ms"] = (p * row["wall"] - row["work"]) / fits * 1e3
@@ -194,7 +201,9 @@ def main(argv: list[str] | None = None) -> int:
                 n_claims, claim_s = row["claims"]
                 print(f"{'':>14}  of which, ms per task: " + "; ".join(
                     f"{k} {v * 1e3:.3f}" for k, v in row["split"].items())
-                    + f"; {n_claims} claims took {claim_s * 1e3:.2f} ms in all")
+                    + f"; {n_claims} claims took {claim_s * 1e3:.2f} ms in all"
+                    + (f", publishing times {row['publish_s'] * 1e3:.2f} ms"
+                       if row["publish_s"] else ""))
     return 0
 
 

@@ -10,7 +10,7 @@ import numpy as np
 from sklearn.base import clone
 
 from .engine import Engine, OnResult, ShouldStop
-from .fitting import FitResult, Folds, fit_and_score
+from .fitting import FitResult, Folds, candidate_estimator, fit_and_score, takes_pairwise
 from .progress import Progress
 from .schedule import CostModel, estimate_cost, learn_costs, plan_chunks
 from .tasks import TaskGrid
@@ -88,27 +88,30 @@ def evaluate_grid(
     # The engine re-plans the unclaimed tasks with the costs it measures as the run goes.
     plan = plan_chunks(costs, engine.size, cost_model=CostModel(costs, cand[todo], model[todo]))
 
-    prototypes: OrderedDict[int, Any] = OrderedDict()
+    bases = {name: clone(est) for name, est in estimators.items()}
+    candidates, n_splits = grid.candidates, grid.n_splits
+    prototypes: OrderedDict[int, tuple[Any, bool]] = OrderedDict()
 
-    def prototype(cand) -> Any:
-        """The candidate's unfitted estimator (LRU-cached: a candidate's folds run together)."""
-        proto = prototypes.pop(cand.index, None)
-        if proto is None:
-            proto = clone(estimators[cand.model])
-            if cand.params:
-                proto.set_params(**clone(dict(cand.params), safe=False))
-        prototypes[cand.index] = proto
+    def prototype(cand) -> tuple[Any, bool]:
+        """The candidate's unfitted estimator and whether it takes a pairwise X (LRU-cached:
+        a candidate's folds run together)."""
+        entry = prototypes.pop(cand.index, None)
+        if entry is None:
+            proto = candidate_estimator(bases[cand.model], cand.params)
+            entry = (proto, takes_pairwise(proto))
+        prototypes[cand.index] = entry
         if len(prototypes) > 256:
             prototypes.popitem(last=False)
-        return proto
+        return entry
 
     def run_task(i: int) -> FitResult:
         t = int(todo[i])
-        task = grid[t]
-        train, test = folds[task.fold]
-        model = task.candidate.model
+        candidate = candidates[t // n_splits]
+        train, test = folds[t % n_splits]
+        model = candidate.model
+        proto, pairwise = prototype(candidate)
         return fit_and_score(
-            prototype(task.candidate), X, y, {}, train, test, scorers[model], prototype=True,
+            proto, X, y, {}, train, test, scorers[model], prototype=True, pairwise=pairwise,
             task=t, return_train_score=return_train_score, error_score=error_score,
             oof_method=None if oof_methods is None else oof_methods.get(model),
         )

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 from sklearn.base import clone
 
-__all__ = ["FitResult", "Folds", "fit_and_score", "make_scorer_map"]
+__all__ = ["FitResult", "Folds", "candidate_estimator", "fit_and_score", "make_scorer_map",
+           "takes_pairwise", "unfitted_copy"]
 
 try:  # handles pairwise (precomputed kernel) estimators like GridSearchCV does
     from sklearn.utils.metaestimators import _safe_split
@@ -52,6 +53,13 @@ class FitResult:
     start: float = 0.0
     end: float = 0.0
     oof: Any = None
+
+    def __reduce__(self):
+        # Pickled as the class and a tuple of fields: half the bytes and time of the default
+        # (a dict of field names per result), which matters when 10,000s of them are gathered.
+        return (type(self), (self.task, self.test_scores, self.train_scores, self.fit_time,
+                             self.score_time, self.error, self.rank, self.start, self.end,
+                             self.oof))
 
 
 class Folds:
@@ -121,6 +129,7 @@ def fit_and_score(
     error_score: float | str = np.nan,
     oof_method: str | None = None,
     prototype: bool = False,
+    pairwise: bool | None = None,
 ) -> FitResult:
     """Clone ``estimator``, set ``params``, fit on ``train`` and score on ``test``.
 
@@ -129,18 +138,20 @@ def fit_and_score(
     kept in :attr:`FitResult.error`, unless ``error_score='raise'``. With ``oof_method``
     (e.g. ``"predict_proba"``), the fitted model's predictions for the test rows are kept
     too, as ``cross_val_predict`` would make them. With ``prototype``, ``estimator`` already
-    has the candidate's params and is copied with ``copy.deepcopy`` (4x cheaper than
-    ``clone`` for tiny fits, and the same for an unfitted estimator).
+    has the candidate's params and is copied as ``copy.deepcopy`` would (see
+    :func:`unfitted_copy`; the same as ``clone`` for an unfitted estimator, and cheaper).
+    ``pairwise`` is :func:`takes_pairwise` of the estimator, when the caller knows it.
     """
     if not (error_score == "raise" or isinstance(error_score, numbers.Number)):
         raise ValueError("error_score must be 'raise' or a number")
     if prototype:
-        est = copy.deepcopy(estimator)
+        est = unfitted_copy(estimator)
     else:
         est = clone(estimator)
         if params:
             est.set_params(**clone(dict(params), safe=False))
-    pairwise = _is_pairwise(estimator, params, est)
+    if pairwise is None:
+        pairwise = _is_pairwise(estimator, params, est)
     X_train, y_train = _split(est, X, y, train, pairwise=pairwise)
     X_test, y_test = _split(est, X, y, test, train, pairwise=pairwise)
     start = time.time()
@@ -189,12 +200,27 @@ def _split(est, X, y, idx, train=None, pairwise=True):
     # Fast path: plain numpy rows for an estimator that is not pairwise (sklearn's helper asks
     # for the estimator's tags on every call, which costs more than the indexing on small data).
     if not pairwise and isinstance(X, np.ndarray) and (y is None or isinstance(y, np.ndarray)):
-        return X[idx], None if y is None else y[idx]
+        if type(X) is np.ndarray and X.flags.c_contiguous and type(idx) is np.ndarray \
+                and idx.dtype.kind == "i":
+            X_part = X.take(idx, axis=0)  # the same C-ordered copy as X[idx], 3x faster
+        else:
+            X_part = X[idx]
+        return X_part, None if y is None else y[idx]
     if _safe_split is not None:
         return _safe_split(est, X, y, idx, train)
     from sklearn.utils import _safe_indexing
 
     return _safe_indexing(X, idx), None if y is None else _safe_indexing(y, idx)
+
+
+def takes_pairwise(est: Any) -> bool:
+    """Whether ``est`` takes a pairwise matrix as X (then folds cut rows and columns)."""
+    try:
+        from sklearn.utils import get_tags
+
+        return bool(get_tags(est).input_tags.pairwise)
+    except (ImportError, AttributeError):
+        return True  # unknown: take sklearn's careful path
 
 
 _PAIRWISE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -208,13 +234,93 @@ def _is_pairwise(template: Any, params: Mapping[str, Any], est: Any) -> bool:
         cache = {}
     key = repr(sorted((k, repr(v)) for k, v in params.items()))
     if key not in cache:
-        try:
-            from sklearn.utils import get_tags
-
-            cache[key] = bool(get_tags(est).input_tags.pairwise)
-        except (ImportError, AttributeError):
-            cache[key] = True  # unknown: take sklearn's careful path
+        cache[key] = takes_pairwise(est)
     return cache[key]
+
+
+# Types that ``copy.deepcopy`` returns as they are.
+_ATOMIC = frozenset({type(None), bool, int, float, complex, str, bytes})
+_PLAIN_TYPES: dict[type, bool] = {}
+
+
+def unfitted_copy(est: Any) -> Any:
+    """``copy.deepcopy(est)``, without its cost for the usual unfitted estimator.
+
+    When every attribute of ``est`` is ``None``, a number or a string (what deepcopy returns
+    unchanged) and its class copies the default way, a new instance with the same attribute
+    dict is what deepcopy would build: about 20x faster. Anything else goes to deepcopy.
+    """
+    cls = type(est)
+    plain = _PLAIN_TYPES.get(cls)
+    if plain is None:
+        plain = _PLAIN_TYPES[cls] = _copies_plainly(cls)
+    if plain:
+        state = getattr(est, "__dict__", None)
+        if state is not None and all(type(v) in _ATOMIC for v in state.values()):
+            new = cls.__new__(cls)
+            new.__dict__.update(state)
+            return new
+    return copy.deepcopy(est)
+
+
+def candidate_estimator(base: Any, params: Mapping[str, Any]) -> Any:
+    """``clone(base).set_params(**params)`` for an unfitted ``base`` (itself a clone).
+
+    Cheaper than ``clone`` when :func:`unfitted_copy` copies ``base`` plainly, its class
+    keeps scikit-learn's ``set_params``, and every param is a top-level one set to ``None``,
+    a number or a string: then ``set_params`` is one ``setattr`` per param.
+    """
+    from sklearn.base import BaseEstimator
+
+    cls = type(base)
+    if (
+        getattr(cls, "set_params", None) is BaseEstimator.set_params
+        and getattr(cls, "get_params", None) is BaseEstimator.get_params
+        and all(type(v) in _ATOMIC for v in params.values())
+        and _param_names(cls).issuperset(params)
+    ):
+        est = unfitted_copy(base)
+        for key, value in params.items():
+            setattr(est, key, value)
+        return est
+    est = clone(base)
+    if params:
+        est.set_params(**clone(dict(params), safe=False))
+    return est
+
+
+_PARAM_NAMES: dict[type, frozenset] = {}
+
+
+def _param_names(cls: type) -> frozenset:
+    names = _PARAM_NAMES.get(cls)
+    if names is None:
+        try:
+            names = frozenset(cls._get_param_names())
+        except Exception:  # not a scikit-learn estimator class: no fast path
+            names = frozenset()
+        _PARAM_NAMES[cls] = names
+    return names
+
+
+def _copies_plainly(cls: type) -> bool:
+    """Whether deepcopy copies ``cls`` as ``cls.__new__`` + its ``__dict__`` (no hooks)."""
+    import copyreg
+
+    from sklearn.base import BaseEstimator
+
+    getstates = {getattr(object, "__getstate__", None), BaseEstimator.__getstate__}
+    return (
+        not issubclass(cls, type)
+        and cls not in copy._deepcopy_dispatch  # type: ignore[attr-defined]
+        and cls not in copyreg.dispatch_table
+        and getattr(cls, "__deepcopy__", None) is None
+        and cls.__reduce_ex__ is object.__reduce_ex__
+        and cls.__reduce__ is object.__reduce__
+        and getattr(cls, "__getstate__", None) in getstates
+        and getattr(cls, "__setstate__", None) in (None, BaseEstimator.__setstate__)
+        and not any(vars(k).get("__slots__") for k in cls.__mro__)
+    )
 
 
 def _flatten(arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -60,21 +60,35 @@ def format_cv_results(
     """
     n_cand = len(candidates)
     shape = (n_cand, n_splits)
-    fit_t, score_t = np.full(shape, np.nan), np.full(shape, np.nan)
-    test = {m: np.full(shape, np.nan) for m in metrics}
-    train = {m: np.full(shape, np.nan) for m in metrics}
-    done = np.zeros(shape, dtype=bool)
-    for row, cand in enumerate(candidates):
-        for k in range(n_splits):
-            r = results.get(cand.index * n_splits + k)
-            if r is None:
-                continue
-            done[row, k] = True
-            fit_t[row, k], score_t[row, k] = r.fit_time, r.score_time
+    row_of = {cand.index: row for row, cand in enumerate(candidates)}
+    # One pass over the results into flat lists, then one scatter per column (numpy element
+    # writes one at a time cost more than the rest of this function).
+    cells: list[int] = []
+    fits: list[float] = []
+    scores: list[float] = []
+    tests: dict[str, list[float]] = {m: [] for m in metrics}
+    trains: dict[str, list[float]] = {m: [] for m in metrics}
+    train_cells: list[int] = []
+    for t, r in results.items():
+        c, k = divmod(t, n_splits)
+        row = row_of.get(c)
+        if row is None:
+            continue
+        cell = row * n_splits + k
+        cells.append(cell)
+        fits.append(r.fit_time)
+        scores.append(r.score_time)
+        for m in metrics:
+            tests[m].append(r.test_scores[m])
+        if return_train_score and r.train_scores is not None:
+            train_cells.append(cell)
             for m in metrics:
-                test[m][row, k] = r.test_scores[m]
-                if return_train_score and r.train_scores is not None:
-                    train[m][row, k] = r.train_scores[m]
+                trains[m].append(r.train_scores[m])
+    fit_t, score_t = _scatter(shape, cells, fits), _scatter(shape, cells, scores)
+    test = {m: _scatter(shape, cells, tests[m]) for m in metrics}
+    train = {m: _scatter(shape, train_cells, trains[m]) for m in metrics}
+    done = np.zeros(shape, dtype=bool)
+    done.flat[cells] = True
 
     out: dict[str, Any] = {}
     if with_model:
@@ -142,6 +156,14 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _scatter(shape: tuple[int, int], cells: list[int], values: list[float]) -> np.ndarray:
+    """A NaN array of ``shape`` with ``values`` at the flat positions ``cells``."""
+    out = np.full(shape, np.nan)
+    if cells:
+        out.flat[cells] = np.array(values, dtype=np.float64)
+    return out
+
+
 def _store(out, key, array, splits=False, rank=False, partial=False) -> None:
     n_splits = array.shape[1]
     if splits:
@@ -181,8 +203,13 @@ def _masked_params(candidate_params: list[dict]) -> dict[str, np.ma.MaskedArray]
             dtype = np.dtype(object)
         else:
             dtype = arr.dtype if arr.dtype.kind != "U" and arr.ndim == 1 else object
-        ma = np.ma.MaskedArray(np.empty(n, dtype=dtype), mask=True)
+        # As sklearn's masked array with one `ma[i] = v` per value, built on plain arrays
+        # (a masked array's item assignment is 20x slower).
+        data = np.empty(n, dtype=dtype)
+        mask = np.ones(n, dtype=bool)
         for i, v in values.items():
-            ma[i] = v
+            data[i] = v
+            mask[i] = False
+        ma = np.ma.MaskedArray(data, mask=mask)
         out[key] = ma
     return out
