@@ -12,7 +12,7 @@ from sklearn.base import clone
 from .engine import Engine, OnResult, ShouldStop
 from .fitting import FitResult, Folds, candidate_estimator, fit_and_score, takes_pairwise
 from .progress import Progress
-from .schedule import CostModel, estimate_cost, learn_costs, plan_chunks
+from .schedule import CostModel, estimate_costs, learn_costs, plan_chunks
 from .tasks import TaskGrid
 from .threads import thread_budget
 from .timeout import TimeoutRunner
@@ -128,8 +128,11 @@ def evaluate_grid(
 def task_costs(grid: TaskGrid, estimators: Mapping[str, Any], n_train: int,
                n_features: int) -> np.ndarray:
     """Estimated cost of every task of ``grid`` (the same on every rank)."""
-    per_candidate = np.array([
-        estimate_cost(estimators[c.model], c.params, n_train, n_features)
-        for c in grid.candidates
-    ])
+    per_candidate = np.zeros(grid.n_candidates, dtype=np.float64)
+    by_model: dict[str, list[int]] = {}
+    for i, c in enumerate(grid.candidates):
+        by_model.setdefault(c.model, []).append(i)
+    for name, idx in by_model.items():
+        params = [grid.candidates[i].params for i in idx]
+        per_candidate[idx] = estimate_costs(estimators[name], params, n_train, n_features)
     return np.repeat(per_candidate, grid.n_splits)

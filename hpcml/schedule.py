@@ -24,6 +24,7 @@ __all__ = [
     "replan",
     "replan_due",
     "estimate_cost",
+    "estimate_costs",
     "learn_costs",
     "plan_chunks",
     "shard_tasks",
@@ -140,13 +141,28 @@ def estimate_cost(
     >>> a > b > estimate_cost("DummyClassifier", {}, 4000, 30)
     True
     """
-    return BASE_COST + _variable_cost(estimator, params, n_samples, n_features)
+    return float(estimate_costs(estimator, [params], n_samples, n_features)[0])
 
 
-def _variable_cost(estimator: Any, params: Mapping[str, Any], n_samples: int, n_features: int
-                   ) -> float:
-    name = _final_name(estimator)
-    all_params = dict(_safe_params(estimator))
+def estimate_costs(
+    estimator: Any, candidates: Sequence[Mapping[str, Any]], n_samples: int, n_features: int
+) -> np.ndarray:
+    """:func:`estimate_cost` of each params of ``candidates`` (the estimator read once).
+
+    Examples
+    --------
+    >>> estimate_costs("SVC", [{}, {"C": 10.0}], 1000, 10).tolist() == [
+    ...     estimate_cost("SVC", {}, 1000, 10)] * 2
+    True
+    """
+    name, defaults = _final_name(estimator), _safe_params(estimator)
+    return np.array([BASE_COST + _variable_cost(name, defaults, p, n_samples, n_features)
+                     for p in candidates], dtype=np.float64)
+
+
+def _variable_cost(name: Any, defaults: Mapping[str, Any], params: Mapping[str, Any],
+                   n_samples: int, n_features: int) -> float:
+    all_params = dict(defaults)
     all_params.update({k.rsplit("__", 1)[-1]: v for k, v in params.items()})
     n, d = max(int(n_samples), 1), max(int(n_features), 1)
     kind, unit = "linear", 1e-7
