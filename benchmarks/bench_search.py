@@ -167,7 +167,11 @@ def fixed_costs(spec_path: Path, n: int, folder: Path) -> dict[str, float]:
         "python -c pass": ([PYTHON, "-c", "pass"], None),
         "import sklearn.model_selection": ([PYTHON, "-c", "import sklearn.model_selection"], None),
         "import hpcml.experiment": ([PYTHON, "-c", "import hpcml.experiment"], None),
-        "launcher's spec check (load_spec)": (
+        "launcher's spec check (precheck_spec)": (
+            [PYTHON, "-c",
+             f"from hpcml.spec import precheck_spec; precheck_spec({str(spec_path)!r})"],
+            None),
+        "full spec check (load_spec, on the ranks)": (
             [PYTHON, "-c", f"from hpcml.spec import load_spec; load_spec({str(spec_path)!r})"],
             None),
         f"mpiexec -n {n} python: MPI init + barrier": (
