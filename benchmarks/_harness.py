@@ -267,6 +267,30 @@ def timed_run(cmd: list[str], env: dict[str, str] | None = None, timeout: float 
                  sampler.peak_anon)
 
 
+class CallTimer:
+    """Records how long chosen methods take, on this rank.
+
+    ``timer.patch(owner, "method", "name")`` replaces ``owner.method`` with a wrapper that
+    appends each call's seconds to ``timer.waits["name"]``.
+    """
+
+    def __init__(self, names: tuple[str, ...] = ()) -> None:
+        self.waits: dict[str, list[float]] = {name: [] for name in names}
+
+    def patch(self, owner: Any, method: str, name: str | None = None) -> None:
+        original = getattr(owner, method)
+        waits = self.waits.setdefault(name or method, [])
+
+        def wrapper(*args, **kwargs):
+            t = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                waits.append(time.perf_counter() - t)
+
+        setattr(owner, method, wrapper)
+
+
 def lower_bound(costs, n_ranks: int) -> float:
     """``max(sum(c) / P, max(c))``."""
     costs = list(costs)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import BIN, PYTHON, machine, thread_env, timed_run  # noqa: E402
+from _harness import BIN, PYTHON, CallTimer, machine, thread_env, timed_run  # noqa: E402
 
 
 def _data():
@@ -52,9 +52,8 @@ def _worker_hpcml(fits: int, result: str) -> int:
     comm = _mpi.world()
     rank, size = comm.Get_rank(), comm.Get_size()
     captured: dict = {}
-    waits: dict[str, list[float]] = {"claim": [], "add_done": [], "publish": []}
+    timer = CallTimer(("claim", "add_done", "publish"))
     evaluate_grid = search_mod.evaluate_grid
-    engine_run = _mpi.MPIEngine.run
 
     def recording_evaluate_grid(*args, **kwargs):
         t = time.perf_counter()
@@ -62,31 +61,17 @@ def _worker_hpcml(fits: int, result: str) -> int:
         captured.update(results=out, eval_s=time.perf_counter() - t)
         return out
 
-    def timed_engine_run(self, *args, **kwargs):
-        t = time.perf_counter()
-        out = engine_run(self, *args, **kwargs)
-        captured["run_s"] = time.perf_counter() - t
-        return out
-
-    def timed(name, method):
-        def wrapper(*args, **kwargs):
-            t = time.perf_counter()
-            value = method(*args, **kwargs)
-            waits[name].append(time.perf_counter() - t)
-            return value
-
-        return wrapper
-
     search_mod.evaluate_grid = recording_evaluate_grid
-    _mpi.MPIEngine.run = timed_engine_run
+    timer.patch(_mpi.MPIEngine, "run", "engine_run")
     # The engine claims with PlanBoard.next_chunk (plan board) or WorkCounter.claim (before it).
     board = getattr(_mpi, "PlanBoard", None)
     if board is not None and hasattr(board, "next_chunk"):
-        board.next_chunk = timed("claim", board.next_chunk)
-        board.publish = timed("publish", board.publish)
+        timer.patch(board, "next_chunk", "claim")
+        timer.patch(board, "publish")
     else:
-        _mpi.WorkCounter.claim = timed("claim", _mpi.WorkCounter.claim)
-    _mpi.WorkCounter.add_done = timed("add_done", _mpi.WorkCounter.add_done)
+        timer.patch(_mpi.WorkCounter, "claim")
+    timer.patch(_mpi.WorkCounter, "add_done")
+    waits = timer.waits
 
     X, y = _data()
     search = MPISearchCV(DummyClassifier(), _grid(fits), cv=5, refit=False, progress=False)
@@ -100,7 +85,8 @@ def _worker_hpcml(fits: int, result: str) -> int:
                  for r in captured["results"].values()]
         Path(result).write_text(json.dumps({
             "wall": wall, "ranks": size, "eval_s": captured["eval_s"],
-            "run_s": captured.get("run_s"), "tasks": tasks, "waits": all_waits,
+            "run_s": (timer.waits["engine_run"] or [None])[-1], "tasks": tasks,
+            "waits": all_waits,
         }))
     return 0
 

@@ -22,7 +22,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import BIN, PYTHON, Timed, lower_bound, thread_env, timed_run  # noqa: E402
+from _harness import (  # noqa: E402
+    BIN,
+    PYTHON,
+    CallTimer,
+    Timed,
+    lower_bound,
+    thread_env,
+    timed_run,
+)
 
 Record = tuple[int, float, float, str]
 
@@ -162,7 +170,6 @@ def _record(spec: str, out: str, json_path: str) -> int:
 
     captured: dict = {}
     evaluate_grid = experiment.evaluate_grid
-    engine_run = _mpi.MPIEngine.run
 
     def recording_evaluate_grid(engine, grid, *args, **kwargs):
         t = time.perf_counter()
@@ -171,29 +178,14 @@ def _record(spec: str, out: str, json_path: str) -> int:
                         estimates=_estimates(grid, *args))
         return results
 
-    def timed_engine_run(self, *args, **kwargs):
-        t = time.perf_counter()
-        out = engine_run(self, *args, **kwargs)
-        captured["run_s"] = time.perf_counter() - t
-        return out
-
-    waits: dict[str, list[float]] = {name: [] for name in WAITS}
-
-    def timed(name, method):
-        def wrapper(*args, **kwargs):
-            t = time.perf_counter()
-            value = method(*args, **kwargs)
-            waits[name].append(time.perf_counter() - t)
-            return value
-
-        return wrapper
-
     experiment.evaluate_grid = recording_evaluate_grid
-    _mpi.MPIEngine.run = timed_engine_run
+    timer = CallTimer(tuple(WAITS))
+    timer.patch(_mpi.MPIEngine, "run", "engine_run")
     for name, (module, cls, method) in WAITS.items():
         owner = getattr(importlib.import_module(module), cls, None)
         if owner is not None and hasattr(owner, method):
-            setattr(owner, method, timed(name, getattr(owner, method)))
+            timer.patch(owner, method, name)
+    waits = {name: timer.waits[name] for name in WAITS}
     status = hpcml_main(["run", spec, "--out", out, "--force", "--no-progress"])
     comm = _mpi.world()
     all_waits = comm.gather(waits, root=0) if comm.Get_size() > 1 else [waits]
@@ -213,7 +205,8 @@ def _record(spec: str, out: str, json_path: str) -> int:
         n_ranks = _mpi.world().Get_size()
         Path(json_path).write_text(json.dumps(
             {"spec": spec, "n_ranks": n_ranks, "eval_s": captured["eval_s"],
-             "run_s": captured.get("run_s"), "waits": all_waits, "tasks": tasks}))
+             "run_s": (timer.waits["engine_run"] or [None])[-1], "waits": all_waits,
+             "tasks": tasks}))
     return status
 
 
