@@ -168,6 +168,8 @@ class MPIEngine(Engine):
         self._windows: list[Any] = []
         self._node: Any = None
         self._leaders: Any = None
+        #: Re-plans with measured costs that landed in the last :meth:`run` (every rank).
+        self.replans = 0
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
@@ -245,7 +247,8 @@ class MPIEngine(Engine):
         return node_layout(self.comm)
 
     def info(self) -> dict[str, Any]:
-        return {"engine": "MPIEngine", "ranks": self.size, "mpi": mpi_library_version()}
+        return {"engine": "MPIEngine", "ranks": self.size, "mpi": mpi_library_version(),
+                "replans": self.replans}
 
     def run(
         self,
@@ -277,8 +280,9 @@ class MPIEngine(Engine):
                 board.add_done(len(seconds))
                 if stop():
                     board.stop()
-        self.replans = board.replans
-        self.interrupted = bool(comm.allreduce(board.stopped, op=_mpi_max()))
+        states = comm.allgather((board.stopped, board.replans))
+        self.interrupted = any(stopped for stopped, _ in states)
+        self.replans = sum(n for _, n in states)
         gathered = comm.gather(mine, root=0)
         if rank != 0:
             return None
@@ -304,12 +308,6 @@ def _fill(out: Any, arr: Any) -> None:
                 done += n
         return
     out[...] = arr
-
-
-def _mpi_max():
-    from mpi4py import MPI
-
-    return MPI.MAX
 
 
 class WorkCounter:

@@ -457,6 +457,7 @@ def _run_info(spec, engine, layout, threads, source, data, n_tasks, wall0) -> di
         "n_samples": int(data.X.shape[0]),
         "n_features": int(data.X.shape[1]),
         "engine": info.get("engine"),
+        "replans": info.get("replans", 0),
         "ranks": engine.size,
         "nodes": layout.get("n_nodes", 1),
         "hosts": layout.get("hosts", []),

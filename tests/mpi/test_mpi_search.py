@@ -181,3 +181,5 @@ def test_run_experiment_equals_gridsearchcv_over_models(comm, shared_tmp):
         run = json.loads((out / "run.json").read_text())
         assert run["ranks"] == comm.Get_size()
         assert run["n_tasks"] == 8 * 3
+        # re-plans land only between claims 2P and the end: at most one per point 2P, 4P, ...
+        assert 0 <= run["replans"] <= 3
