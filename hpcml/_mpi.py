@@ -455,7 +455,6 @@ class PlanBoard(WorkCounter):
         self.learn = plan.costs is not None
         self._copy = 2 + (n + 1) + n  # n_chunks, first re-planned chunk, bounds, order
         self.t0 = time.time() if t0 is None else t0
-        self.gen = 0
         self.replans = 0
         super().__init__(comm, progress, slots=1 + 2 * self._copy)
         MPI, np = self._MPI, self._np
@@ -466,7 +465,7 @@ class PlanBoard(WorkCounter):
             np.frombuffer(self._times.tomemory(), dtype=np.float64)[:] = -1.0
         comm.Barrier()
         self._times.Lock_all()
-        self._pair = np.zeros(3, dtype=np.int64)
+        self._head = np.zeros(3, dtype=np.int64)  # chunk count, chunk start, chunk end
         self._last: tuple[int, int] | None = None
 
     def _init_root(self, board: Any) -> None:
@@ -493,14 +492,14 @@ class PlanBoard(WorkCounter):
             return None
         gen, c = word >> _GEN_SHIFT, word & _COUNT_MASK
         base = 1 + (gen % 2) * self._copy
-        pair = self._pair
-        win.Get([pair[:1], MPI.INT64_T], 0, base)
+        head = self._head
+        win.Get([head[:1], MPI.INT64_T], 0, base)
         if c < self.n:
-            win.Get([pair[1:], MPI.INT64_T], 0, base + 2 + c)
+            win.Get([head[1:], MPI.INT64_T], 0, base + 2 + c)
         win.Flush(0)
-        if c >= pair[0]:
+        if c >= head[0]:
             return None
-        lo, hi = int(pair[1]), int(pair[2])
+        lo, hi = int(head[1]), int(head[2])
         chunk = np.empty(hi - lo, dtype=np.int64)
         win.Get([chunk, MPI.INT64_T], 0, base + 2 + self.n + 1 + lo)
         win.Flush(0)
@@ -538,8 +537,7 @@ class PlanBoard(WorkCounter):
         unused = np.zeros(n, dtype=np.float64)  # NO_OP ignores it, but its count is the count
         self._times.Get_accumulate([unused, MPI.DOUBLE], [times, MPI.DOUBLE], 0, 0, MPI.NO_OP)
         self._times.Flush(0)
-        plan = self.plan.__class__(order, bounds, self.plan.costs, self.plan.n_workers,
-                                   self.plan.grain)
+        plan = Plan(order, bounds, self.plan.costs, self.plan.n_workers, self.plan.grain)
         elapsed = time.time() - self.t0
         q = c + replan_lag(c, elapsed, n - int(bounds[min(c, n_chunks)]), self.comm.Get_size())
         if q >= n_chunks:
