@@ -432,20 +432,23 @@ _COUNT_MASK = (1 << _GEN_SHIFT) - 1
 class PlanBoard(WorkCounter):
     """Claims of a :class:`~hpcml.schedule.Plan` that re-plans itself with measured costs.
 
-    Rank 0's window holds the claim word (plan version << 40 | next chunk) and two copies of
-    the plan (chunk count, first re-planned chunk, bounds, order); another holds each claimed
-    position's measured seconds. A claim is a fetch-and-add on the word, then a read of the
-    chunk from the copy of that version. No locks, so claims never wait for rank 0 to call
-    MPI (MPICH's passive-target locks do).
+    Rank 0's window holds the claim word (plan version << 40 | next chunk), a re-plan flag
+    and two copies of the plan (chunk count, bounds, order); another window holds each
+    claimed position's measured seconds. A claim is a fetch-and-add on the word, then a read
+    of the chunk from the copy of that version. No locks, so claims never wait for rank 0 to
+    call MPI (MPICH's passive-target locks do).
 
-    At claims ``2P, 4P, 8P, ...`` (:func:`~hpcml.schedule.replan_due`) the claiming rank reads
-    the plan and the times measured so far, re-plans the chunks from ``q`` on
-    (:func:`~hpcml.schedule.replan`, ``q`` past the chunks it expects to be claimed
-    meanwhile), writes the result into the other copy from the first chunk where the copies
-    may differ, and switches versions with a compare-and-swap that succeeds only while the
-    counter has not passed ``q``. A claim made before the switch reads the old copy, which the
-    writer does not touch below ``q``; if the counter got to ``q`` first, the re-plan is
-    dropped. Plans without a cost model (``plan.costs is None``) never re-plan.
+    At claims ``2P, 4P, 8P, ...`` (:func:`~hpcml.schedule.replan_due`) the claiming rank
+    re-plans, if no other rank is re-planning (a compare-and-swap on the flag) and its claim
+    is of the current version. It reads the plan and the times measured so far, re-plans the
+    chunks from ``q`` on (:func:`~hpcml.schedule.replan`; ``q`` is past the chunks it
+    expects to be claimed meanwhile), writes the chunks from its own claim ``c`` on into the
+    other copy, and switches versions with a compare-and-swap on the word that succeeds only
+    while the counter has not passed ``q``. Claims of the new version are of chunks ``>= c``,
+    all written; a claim made before the switch reads the old copy, untouched; the other
+    copy's chunks below ``c`` are read by no one (claims two versions old were all below
+    ``c``). If the counter got to ``q`` first, the re-plan is dropped. Plans without a cost
+    model (``plan.costs is None``) never re-plan.
     """
 
     def __init__(self, comm: Any, plan: Plan, progress: Progress | None = None,
@@ -453,10 +456,10 @@ class PlanBoard(WorkCounter):
         n = len(plan.order)
         self.plan, self.n = plan, n
         self.learn = plan.costs is not None
-        self._copy = 2 + (n + 1) + n  # n_chunks, first re-planned chunk, bounds, order
+        self._copy = 1 + (n + 1) + n  # n_chunks, bounds, order
         self.t0 = time.time() if t0 is None else t0
         self.replans = 0
-        super().__init__(comm, progress, slots=1 + 2 * self._copy)
+        super().__init__(comm, progress, slots=2 + 2 * self._copy)
         MPI, np = self._MPI, self._np
         itemsize = MPI.DOUBLE.Get_size()
         size = itemsize * max(n, 1) if (self.rank == 0 and self.learn) else 0
@@ -468,22 +471,22 @@ class PlanBoard(WorkCounter):
         self._head = np.zeros(3, dtype=np.int64)  # chunk count, chunk start, chunk end
         self._last: tuple[int, int] | None = None
 
-    def _init_root(self, board: Any) -> None:
-        for g in (0, 1):
-            self._write_copy(board, g, self.plan, self.plan.n_chunks)
+    def _base(self, gen: int) -> int:
+        """Where the copy of plan version ``gen`` starts in the window."""
+        return 2 + (gen % 2) * self._copy
 
-    def _write_copy(self, board: Any, g: int, plan: Plan, first: int) -> None:
-        """Rank 0's own memory: copy ``g`` holds ``plan`` (chunks from ``first`` differ)."""
-        base = 1 + (g % 2) * self._copy
-        board[base] = plan.n_chunks
-        board[base + 1] = first
-        board[base + 2 : base + 2 + len(plan.bounds)] = plan.bounds
-        board[base + 3 + self.n : base + 3 + 2 * self.n] = plan.order
+    def _init_root(self, board: Any) -> None:
+        n, plan = self.n, self.plan
+        for gen in (0, 1):
+            base = self._base(gen)
+            board[base] = plan.n_chunks
+            board[base + 1 : base + 1 + len(plan.bounds)] = plan.bounds
+            board[base + 2 + n : base + 2 + 2 * n] = plan.order
 
     def next_chunk(self) -> Any:
         """The task numbers of the next chunk, or ``None`` when none is left (or stopped)."""
         MPI, np = self._MPI, self._np
-        win = self._claim
+        win, n = self._claim, self.n
         win.Fetch_and_op([self._one, MPI.INT64_T], [self._got, MPI.INT64_T], 0, 0, MPI.SUM)
         win.Flush(0)
         word = int(self._got[0])
@@ -491,21 +494,24 @@ class PlanBoard(WorkCounter):
             self.stopped = True
             return None
         gen, c = word >> _GEN_SHIFT, word & _COUNT_MASK
-        base = 1 + (gen % 2) * self._copy
+        base = self._base(gen)
         head = self._head
         win.Get([head[:1], MPI.INT64_T], 0, base)
-        if c < self.n:
-            win.Get([head[1:], MPI.INT64_T], 0, base + 2 + c)
+        if c < n:
+            win.Get([head[1:], MPI.INT64_T], 0, base + 1 + c)
         win.Flush(0)
         if c >= head[0]:
             return None
         lo, hi = int(head[1]), int(head[2])
         chunk = np.empty(hi - lo, dtype=np.int64)
-        win.Get([chunk, MPI.INT64_T], 0, base + 2 + self.n + 1 + lo)
+        win.Get([chunk, MPI.INT64_T], 0, base + 2 + n + lo)
         win.Flush(0)
         self._last = (lo, hi)
-        if self.learn and replan_due(c, self.comm.Get_size()):
-            self._replan(gen, c)
+        if self.learn and replan_due(c, self.comm.Get_size()) and self._swap(1, 0, 1) == 0:
+            try:
+                self._replan(gen, c)
+            finally:
+                self._swap(1, 1, 0)
         return chunk
 
     def publish(self, seconds: Any) -> None:
@@ -518,21 +524,37 @@ class PlanBoard(WorkCounter):
         self._times.Accumulate([secs, MPI.DOUBLE], 0, lo, MPI.REPLACE)
         self._times.Flush_local(0)  # no wait for rank 0: a re-plan may miss the newest times
 
+    def _swap(self, slot: int, expect: int, value: int) -> int:
+        """Compare-and-swap on rank 0's ``slot``: what it held (``expect`` if it swapped)."""
+        MPI, np = self._MPI, self._np
+        got = np.zeros(1, dtype=np.int64)
+        self._claim.Compare_and_swap(
+            [np.array([value], dtype=np.int64), MPI.INT64_T],
+            [np.array([expect], dtype=np.int64), MPI.INT64_T],
+            [got, MPI.INT64_T], 0, slot,
+        )
+        self._claim.Flush(0)
+        return int(got[0])
+
     def _replan(self, gen: int, c: int) -> None:
+        """Re-plan from past claim ``c`` of version ``gen`` (holding the re-plan flag)."""
         from .schedule import replan, replan_lag
 
         MPI, np = self._MPI, self._np
         win, n = self._claim, self.n
-        base = 1 + (gen % 2) * self._copy
-        head = np.zeros(2, dtype=np.int64)
+        word = self._swap(0, -1, -1)  # a read: the word is never -1
+        if word >= STOPPED or word >> _GEN_SHIFT != gen:
+            return  # another rank switched versions since this claim
+        base = self._base(gen)
+        head = np.zeros(1, dtype=np.int64)
         win.Get([head, MPI.INT64_T], 0, base)
         win.Flush(0)
-        n_chunks, first = int(head[0]), int(head[1])
+        n_chunks = int(head[0])
         bounds = np.empty(n_chunks + 1, dtype=np.int64)
         order = np.empty(n, dtype=np.int64)
         times = np.empty(n, dtype=np.float64)
-        win.Get([bounds, MPI.INT64_T], 0, base + 2)
-        win.Get([order, MPI.INT64_T], 0, base + 2 + n + 1)
+        win.Get([bounds, MPI.INT64_T], 0, base + 1)
+        win.Get([order, MPI.INT64_T], 0, base + 2 + n)
         win.Flush(0)
         unused = np.zeros(n, dtype=np.float64)  # NO_OP ignores it, but its count is the count
         self._times.Get_accumulate([unused, MPI.DOUBLE], [times, MPI.DOUBLE], 0, 0, MPI.NO_OP)
@@ -544,32 +566,19 @@ class PlanBoard(WorkCounter):
             return
         done = np.flatnonzero(times >= 0)
         new = replan(plan, q, plan.costs.learn(order[done], times[done]))
-        # Write the other copy from the first chunk where it may differ from the new plan.
-        other = 1 + ((gen + 1) % 2) * self._copy
-        start = min(first, q)
-        lo = int(new.bounds[start])
-        win.Put([np.array([new.n_chunks, q], dtype=np.int64), MPI.INT64_T], 0, other)
-        win.Put([np.ascontiguousarray(new.bounds[start:]), MPI.INT64_T], 0, other + 2 + start)
-        win.Put([np.ascontiguousarray(new.order[lo:]), MPI.INT64_T], 0, other + 2 + n + 1 + lo)
+        # The other copy, from this rank's own chunk c on (see the class docstring).
+        other, lo = self._base(gen + 1), int(new.bounds[c])
+        win.Put([np.array([new.n_chunks], dtype=np.int64), MPI.INT64_T], 0, other)
+        win.Put([np.ascontiguousarray(new.bounds[c:]), MPI.INT64_T], 0, other + 1 + c)
+        win.Put([np.ascontiguousarray(new.order[lo:]), MPI.INT64_T], 0, other + 2 + n + lo)
         win.Flush(0)
         # Switch versions while nobody has claimed chunk q.
-        seen = np.zeros(1, dtype=np.int64)
-        zero = np.zeros(1, dtype=np.int64)
-        win.Fetch_and_op([zero, MPI.INT64_T], [seen, MPI.INT64_T], 0, 0, MPI.NO_OP)
-        win.Flush(0)
-        while True:
-            word = int(seen[0])
-            if word >= STOPPED or word >> _GEN_SHIFT != gen or word & _COUNT_MASK > q:
-                return
-            want = np.array([((gen + 1) << _GEN_SHIFT) | (word & _COUNT_MASK)], dtype=np.int64)
-            got = np.zeros(1, dtype=np.int64)
-            win.Compare_and_swap([want, MPI.INT64_T], [seen, MPI.INT64_T],
-                                 [got, MPI.INT64_T], 0, 0)
-            win.Flush(0)
-            if int(got[0]) == word:
+        while not (word >= STOPPED or word >> _GEN_SHIFT != gen or word & _COUNT_MASK > q):
+            seen = self._swap(0, word, ((gen + 1) << _GEN_SHIFT) | (word & _COUNT_MASK))
+            if seen == word:
                 self.replans += 1
                 return
-            seen = got
+            word = seen
 
     def _free(self) -> None:
         self._times.Unlock_all()

@@ -46,12 +46,15 @@ def test_every_task_once_while_ranks_race_and_replan(comm):
     est = np.full(n, 1e-3)
     plan = plan_chunks(est, size, grain=0.0, cost_model=CostModel(est, cand, model))
     engine = MPIEngine(comm)
+    calls = []
 
     def run_task(t):
+        calls.append(t)
         time.sleep(2e-3 if model[t] == 3 else 1e-4)
         return FitResult(t, {"score": float(t)}, None, 0.0, 0.0)
 
     results = engine.run(plan, run_task)
+    assert sorted(sum(comm.allgather(calls), [])) == list(range(n))  # no task twice
     replans = engine.replans  # summed over the ranks: the same on every rank
     assert comm.allgather(replans) == [replans] * size
     if comm.Get_rank() == 0:
