@@ -59,7 +59,7 @@ def measure(cmd: list[str], env: dict) -> tuple[float, int, int, int]:
     peak_all = peak_ranks = 0
     while proc.poll() is None:
         pids = process_tree(proc.pid)
-        sizes = {pid: pss_bytes(pid) for pid in pids}
+        sizes = {pid: pss_bytes(pid)[0] for pid in pids}  # all of the PSS
         peak_all = max(peak_all, sum(sizes.values()))
         peak_ranks = max(peak_ranks, sum(v for pid, v in sizes.items() if is_rank(pid)))
         time.sleep(0.1)
