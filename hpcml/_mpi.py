@@ -277,7 +277,7 @@ class MPIEngine(Engine):
                     if on_result is not None:
                         on_result(r)
                 board.publish(seconds)
-                board.add_done(len(seconds))
+                board.add_done(len(seconds), _estimated(plan, chunk[: len(seconds)]))
                 if stop():
                     board.stop()
         states = comm.allgather((board.stopped, board.replans))
@@ -287,6 +287,11 @@ class MPIEngine(Engine):
         if rank != 0:
             return None
         return {r.task: r for part in gathered for r in part}
+
+
+def _estimated(plan: Plan, tasks: Any) -> float:
+    """Estimated seconds of ``tasks`` (0 for a plan without a cost model)."""
+    return float(plan.costs.estimates[tasks].sum()) if plan.costs is not None else 0.0
 
 
 def _fill(out: Any, arr: Any) -> None:
@@ -337,7 +342,8 @@ class WorkCounter:
         itemsize = MPI.INT64_T.Get_size()
         size = itemsize * slots if self.rank == 0 else 0
         self._claim = MPI.Win.Allocate(size, itemsize, comm=comm)
-        self._done = MPI.Win.Allocate(itemsize if self.rank == 0 else 0, itemsize, comm=comm)
+        # done window: [finished tasks, their estimated cost in microseconds] (progress, ETA)
+        self._done = MPI.Win.Allocate(2 * itemsize if self.rank == 0 else 0, itemsize, comm=comm)
         if self.rank == 0:
             for win in (self._claim, self._done):
                 np.frombuffer(win.tomemory(), dtype=np.int64)[:] = 0
@@ -347,7 +353,7 @@ class WorkCounter:
         self._done.Lock_all()
         self._one = np.ones(1, dtype=np.int64)
         self._got = np.zeros(1, dtype=np.int64)
-        self._local_done = [0]
+        self._local_done = [0, 0]
         self.stopped = False
         self._last_poll = time.monotonic()
         self._watcher = None
@@ -391,13 +397,15 @@ class WorkCounter:
         self.stopped = int(self._got[0]) >= STOPPED
         return self.stopped
 
-    def add_done(self, n: int) -> None:
-        """Count ``n`` more finished tasks (for the progress display)."""
+    def add_done(self, n: int, work: float = 0.0) -> None:
+        """Count ``n`` more finished tasks, of estimated cost ``work`` seconds (for progress)."""
+        micro = int(round(work * 1e6))
         if self.rank == 0:
             self._local_done[0] += n
+            self._local_done[1] += micro
             return
         MPI = self._MPI
-        count = self._np.array([n], dtype=self._np.int64)
+        count = self._np.array([n, micro], dtype=self._np.int64)
         self._done.Accumulate([count, MPI.INT64_T], 0, 0, MPI.SUM)
         self._done.Flush(0)
 
@@ -597,24 +605,28 @@ class _Watcher(threading.Thread):
         self.win, self.local_done, self.progress = win, local_done, progress
         self._stop_event = threading.Event()
 
-    def read(self) -> int:
+    def read(self) -> tuple[int, float]:
+        """Finished tasks and their estimated seconds, over all ranks."""
         import numpy as np
         from mpi4py import MPI
 
-        zero = np.zeros(1, dtype=np.int64)
-        got = np.zeros(1, dtype=np.int64)
-        self.win.Fetch_and_op([zero, MPI.INT64_T], [got, MPI.INT64_T], 0, 0, MPI.NO_OP)
+        unused = np.zeros(2, dtype=np.int64)
+        got = np.zeros(2, dtype=np.int64)
+        self.win.Get_accumulate([unused, MPI.INT64_T], [got, MPI.INT64_T], 0, 0, MPI.NO_OP)
         self.win.Flush(0)
-        return int(got[0]) + self.local_done[0]
+        return (int(got[0]) + self.local_done[0],
+                (int(got[1]) + self.local_done[1]) / 1e6)
 
     def run(self) -> None:
         while not self._stop_event.wait(0.05):
-            self.progress.update(self.read())
+            done, work = self.read()
+            self.progress.update(done, work=work)
 
     def stop(self) -> None:
         self._stop_event.set()
         self.join()
 
     def finish(self) -> None:
-        self.progress.update(self.read())
+        done, work = self.read()
+        self.progress.update(done, work=work)
         self.progress.close()

@@ -105,6 +105,8 @@ class SerialEngine(Engine):
         t0 = time.time()
         out: dict[int, FitResult] = {}
         self.interrupted = False
+        est = plan.costs.estimates if plan.costs is not None else None
+        work = 0.0
         for c in range(plan.n_chunks):
             for t in plan.chunk(c):
                 if should_stop is not None and should_stop():
@@ -114,10 +116,11 @@ class SerialEngine(Engine):
                 r = run_task(int(t))
                 r.start, r.end = start, time.time() - t0
                 out[r.task] = r
+                work += float(est[t]) if est is not None else 0.0
                 if on_result is not None:
                     on_result(r)
             if progress is not None:
-                progress.update(len(out))
+                progress.update(len(out), work=work)
             if self.interrupted:
                 break
         if progress is not None:

@@ -116,7 +116,7 @@ def evaluate_grid(
             oof_method=None if oof_methods is None else oof_methods.get(model),
         )
 
-    bar = Progress(len(todo), enabled=progress and engine.is_root)
+    bar = Progress(len(todo), enabled=progress and engine.is_root, work=float(costs.sum()))
     with thread_budget(threads):
         if fit_timeout is None:
             return engine.run(plan, run_task, bar, on_result, should_stop)

@@ -47,6 +47,11 @@ class Progress:
         ``False`` makes every call a no-op.
     label : str
         Shown before the counts.
+    work : float, optional
+        Estimated cost of all ``total`` tasks (seconds). With it, and with the finished
+        tasks' estimated cost passed to :meth:`update`, the ETA is the remaining estimated
+        work at the rate estimated work gets done: the right ETA when the costly tasks go
+        first, where a count-based one is far too long at the start.
     """
 
     def __init__(
@@ -56,8 +61,11 @@ class Progress:
         interval: float = 5.0,
         enabled: bool = True,
         label: str = "fits",
+        work: float | None = None,
     ) -> None:
         self.total = int(total)
+        self.work_total = work if work is not None and work > 0 else None
+        self._work = 0.0
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = enabled and self.total > 0
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
@@ -78,7 +86,10 @@ class Progress:
         elapsed = time.monotonic() - self.start
         fresh = max(done - self._skipped, 0)
         rate = fresh / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - done) / rate if rate > 0 else float("nan")
+        if self.work_total is not None and self._work > 0:
+            eta = elapsed * max(self.work_total - self._work, 0.0) / self._work
+        else:
+            eta = (self.total - done) / rate if rate > 0 else float("nan")
         pct = 100.0 * done / self.total if self.total else 100.0
         text = (
             f"{self.label} {done}/{self.total} ({pct:5.1f}%) | {rate:.2f}/s | "
@@ -90,11 +101,13 @@ class Progress:
             text = f"[{'#' * fill}{'.' * (width - fill)}] " + text
         return text
 
-    def update(self, done: int, force: bool = False) -> None:
-        """Report ``done`` finished tasks (throttled to ``interval``)."""
+    def update(self, done: int, force: bool = False, work: float | None = None) -> None:
+        """Report ``done`` finished tasks, of estimated cost ``work`` (throttled to ``interval``)."""
         if not self.enabled:
             return
         self._done = done
+        if work is not None:
+            self._work = work
         now = time.monotonic()
         if not force and now - self._last < self.interval:
             return

@@ -128,6 +128,21 @@ def test_line_has_counts_rate_and_eta(clock):
     assert p.label in line
 
 
+def test_eta_from_estimated_work_when_costly_tasks_go_first(clock):
+    # 10 tasks of 9 s then 90 tasks of 0.1 s, estimated: after the 10 costly ones the
+    # count says 90 tasks left at 1 per 10 s, the work says 9 s of 99 left
+    p = Progress(100, stream=io.StringIO(), work=99.0)
+    by_count = Progress(100, stream=io.StringIO())
+    clock.t += 90.0
+    p.update(10, work=90.0)
+    assert "10/100" in p.line(10)
+    assert "ETA 9.0s" in p.line(10)
+    assert "ETA 13m30s" in by_count.line(10)
+    clock.t += 9.0
+    p.update(100, work=99.0)
+    assert "ETA 0.0s" in p.line(100)
+
+
 def test_line_before_any_progress_has_unknown_eta(clock):
     p = Progress(10, stream=io.StringIO())
     assert "ETA ?" in p.line(0)
