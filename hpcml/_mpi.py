@@ -546,7 +546,7 @@ class PlanBoard(WorkCounter):
 
     def _replan(self, gen: int, c: int) -> None:
         """Re-plan from past claim ``c`` of version ``gen`` (holding the re-plan flag)."""
-        from .schedule import replan, replan_lag
+        from .schedule import replan, replan_start
 
         MPI, np = self._MPI, self._np
         win, n = self._claim, self.n
@@ -568,9 +568,8 @@ class PlanBoard(WorkCounter):
         self._times.Get_accumulate([unused, MPI.DOUBLE], [times, MPI.DOUBLE], 0, 0, MPI.NO_OP)
         self._times.Flush(0)
         plan = Plan(order, bounds, self.plan.costs, self.plan.n_workers, self.plan.grain)
-        elapsed = time.time() - self.t0
-        q = c + replan_lag(c, elapsed, n - int(bounds[min(c, n_chunks)]), self.comm.Get_size())
-        if q >= n_chunks:
+        q = replan_start(plan, c, time.time() - self.t0, self.comm.Get_size())
+        if q is None:
             return
         done = np.flatnonzero(times >= 0)
         new = replan(plan, q, plan.costs.learn(order[done], times[done]))

@@ -23,6 +23,7 @@ __all__ = [
     "cut_chunks",
     "replan",
     "replan_due",
+    "replan_start",
     "estimate_cost",
     "estimate_costs",
     "learn_costs",
@@ -160,7 +161,7 @@ def estimate_costs(
                      for p in candidates], dtype=np.float64)
 
 
-def _variable_cost(name: Any, defaults: Mapping[str, Any], params: Mapping[str, Any],
+def _variable_cost(name: str, defaults: Mapping[str, Any], params: Mapping[str, Any],
                    n_samples: int, n_features: int) -> float:
     all_params = dict(defaults)
     all_params.update({k.rsplit("__", 1)[-1]: v for k, v in params.items()})
@@ -320,6 +321,22 @@ def replan_lag(claim: int, elapsed: float, n_left: int, n_workers: int,
     p = max(int(n_workers), 1)
     rate = claim / elapsed if elapsed > 0 else 0.0
     return max(p, math.ceil(2 * rate * n_left * cost_per_task))
+
+
+def replan_start(plan: Plan, claim: int, elapsed: float, n_workers: int,
+                 cost_per_task: float = REPLAN_COST) -> int | None:
+    """The first chunk a re-plan by the rank that made ``claim`` may change, or ``None``
+    when no chunk would be left to change (:func:`replan_lag` past the claim).
+
+    Examples
+    --------
+    >>> p = plan_chunks([1.0] * 8, 2, grain=0.0)
+    >>> replan_start(p, 4, 1.0, 2), replan_start(p, p.n_chunks - 1, 1.0, 2)
+    (6, None)
+    """
+    n_left = len(plan.order) - int(plan.bounds[claim])
+    q = claim + replan_lag(claim, elapsed, n_left, n_workers, cost_per_task)
+    return q if q < plan.n_chunks else None
 
 
 def replan_due(claim: int, n_workers: int) -> bool:

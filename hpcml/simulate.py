@@ -14,7 +14,7 @@ Every task costs its true cost plus ``overhead`` (clone, split, result bookkeepi
 
 Re-plans, as in :class:`hpcml._mpi.PlanBoard`: a rank publishes its chunk's measured costs
 when it next claims; the rank that makes claim ``2P, 4P, ...`` re-plans the chunks from
-``q`` on (:func:`~hpcml.schedule.replan_lag`) with what was published, spending
+``q`` on (:func:`~hpcml.schedule.replan_start`) with what was published, spending
 ``replan_cost`` per unclaimed task before it runs its own chunk; the new plan lands then,
 unless the counter has passed ``q`` meanwhile.
 
@@ -42,7 +42,7 @@ from .schedule import (
     plan_chunks,
     replan,
     replan_due,
-    replan_lag,
+    replan_start,
 )
 
 __all__ = [
@@ -274,8 +274,8 @@ def simulate(
         start = back
         if learning and pending is None and replan_due(c, p):
             # this rank re-plans the chunks from c + lag on with what was published so far
-            q = c + replan_lag(c, back, n - int(plan.bounds[c]), p, replan_cost)
-            if q < n_chunks:
+            q = replan_start(plan, c, back, p, replan_cost)
+            if q is not None:
                 pos = [np.arange(plan.bounds[k], plan.bounds[k + 1]) for k in published]
                 items = plan.order[np.concatenate(pos)] if pos else np.zeros(0, np.int64)
                 new = replan(plan, q, plan.costs.learn(items, true[items]))
