@@ -210,7 +210,7 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
 
 def _run_rank(args: argparse.Namespace, out: str) -> int:
     from . import _mpi
-    from .signals import EXIT_REQUEUE, StopFlag, install_stop_handlers
+    from .signals import EXIT_REQUEUE, StopFlag, ignore_stop_signals, install_stop_handlers
 
     # Before MPI starts: a wall-time signal during start-up must not kill the rank.
     stop = StopFlag()
@@ -230,6 +230,8 @@ def _run_rank(args: argparse.Namespace, out: str) -> int:
             if rank == 0:
                 _error(str(exc))
             return EXIT_USAGE
+        finally:
+            ignore_stop_signals()  # a late one must not turn the exit status into a death
     if result.interrupted and not result.complete:
         if rank == 0:
             sys.stderr.write(

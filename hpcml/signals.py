@@ -9,7 +9,7 @@ from __future__ import annotations
 import signal
 import threading
 
-__all__ = ["EXIT_REQUEUE", "StopFlag", "install_stop_handlers"]
+__all__ = ["EXIT_REQUEUE", "StopFlag", "install_stop_handlers", "ignore_stop_signals"]
 
 #: Exit status of a run stopped by SIGTERM/SIGUSR1 with its journal saved (sysexits' TEMPFAIL):
 #: run the same command again and it resumes. The Slurm templates requeue on it.
@@ -32,7 +32,10 @@ class StopFlag:
         return self._event.is_set()
 
 
-def install_stop_handlers(flag: StopFlag, signals=(signal.SIGTERM, signal.SIGUSR1)) -> None:
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+def install_stop_handlers(flag: StopFlag, signals=STOP_SIGNALS) -> None:
     """Make ``signals`` set ``flag`` instead of killing the process (main thread only)."""
 
     def handler(signum, _frame):
@@ -40,3 +43,14 @@ def install_stop_handlers(flag: StopFlag, signals=(signal.SIGTERM, signal.SIGUSR
 
     for s in signals:
         signal.signal(s, handler)
+
+
+def ignore_stop_signals(signals=STOP_SIGNALS) -> None:
+    """The run is over: ignore ``signals`` while the process exits (main thread only).
+
+    Python gives a signal back its default action (death) when the interpreter shuts down, so
+    a wall-time signal that arrives during MPI's finalisation would kill a rank whose results
+    are all written, and the job would end as FAILED. Ignored signals stay ignored.
+    """
+    for s in signals:
+        signal.signal(s, signal.SIG_IGN)

@@ -28,6 +28,8 @@ __all__ = [
     "parse_extra",
     "count_tasks",
     "time_minutes",
+    "time_seconds",
+    "signal_lead",
     "check_request",
     "cluster_cpus",
     "submit_script",
@@ -81,7 +83,7 @@ def render_sbatch(
     qos: str | None = None,
     mem: str | None = None,
     constraint: str | None = None,
-    signal_seconds: int = 300,
+    signal_seconds: int | None = None,
     launcher: str = "srun-pmi2",
     python: str | None = None,
     additional_parameters: Mapping[str, Any] | None = None,
@@ -102,10 +104,12 @@ def render_sbatch(
         Default: ``hpcml``.
     partition, account, qos, mem, constraint : str, optional
         The sbatch options of the same names; left out when ``None``.
-    signal_seconds : int
+    signal_seconds : int, optional
         Seconds before the time limit at which Slurm sends USR1 to the batch shell; the shell
         passes it to the ranks, which stop between fits and exit 75, and the job requeues
         itself (``scontrol requeue``). The rerun resumes from the journal in ``out``.
+        Default: :func:`signal_lead` (300, or a quarter of a shorter time limit). It must be
+        less than the time limit: a signal due at the start would stop every run of the job.
     launcher : {"srun-pmi2", "srun-pmix", "mpiexec"}
         See :data:`LAUNCHERS`.
     python : str, optional
@@ -129,12 +133,7 @@ def render_sbatch(
                         ("threads_per_rank", threads_per_rank)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise UsageError(f"{name}: expected a positive integer, got {value!r}")
-    if not _TIME.match(str(time)):
-        raise UsageError(
-            f"time: {time!r} is not a Slurm time; use MM, HH:MM:SS, D-HH or D-HH:MM:SS"
-        )
-    if not isinstance(signal_seconds, int) or signal_seconds < 0 or signal_seconds > 65535:
-        raise UsageError(f"signal_seconds: expected 0..65535 seconds, got {signal_seconds!r}")
+    signal_seconds = signal_lead(time, signal_seconds)
     if launcher not in LAUNCHERS:
         raise UsageError(f"launcher: unknown {launcher!r}; choose one of {', '.join(LAUNCHERS)}")
     python = sys.executable if python is None else python
@@ -208,21 +207,21 @@ def render_sbatch(
     return "\n".join(lines)
 
 
-def time_minutes(value: str | int) -> int:
+def time_seconds(value: str | int) -> int:
     """A Slurm time (``MM``, ``MM:SS``, ``HH:MM:SS``, ``D-HH``, ``D-HH:MM``, ``D-HH:MM:SS``) or
-    an int of minutes, in whole minutes (rounded up).
+    an int of minutes, in seconds.
 
     Examples
     --------
-    >>> time_minutes("02:00:00"), time_minutes("90"), time_minutes("1-12"), time_minutes(5)
-    (120, 90, 2160, 5)
-    >>> time_minutes("0:30")
-    1
+    >>> time_seconds("02:00:00"), time_seconds("90"), time_seconds("1-12"), time_seconds(5)
+    (7200, 5400, 129600, 300)
+    >>> time_seconds("0:30")
+    30
     """
     if isinstance(value, int) and not isinstance(value, bool):
         if value < 1:
             raise UsageError(f"time: expected a positive number of minutes, got {value}")
-        return value
+        return value * 60
     text = str(value).strip()
     if not _TIME.match(text):
         raise UsageError(
@@ -237,7 +236,54 @@ def time_minutes(value: str | int) -> int:
     else:
         h, m, sec = 0, parts[0], parts[1] if len(parts) > 1 else 0
     seconds = ((int(days or 0) * 24 + h) * 60 + m) * 60 + sec
-    return max(-(-seconds // 60), 1)
+    if seconds < 1:
+        raise UsageError(f"time: {value!r}: give a wall time of a second or more (Slurm's 0, "
+                         "no limit, is not supported: hpcml stops before the limit)")
+    return seconds
+
+
+def time_minutes(value: str | int) -> int:
+    """:func:`time_seconds` in whole minutes, rounded up.
+
+    Examples
+    --------
+    >>> time_minutes("02:00:00"), time_minutes("90"), time_minutes("1-12"), time_minutes(5)
+    (120, 90, 2160, 5)
+    >>> time_minutes("0:30")
+    1
+    """
+    return -(-time_seconds(value) // 60)
+
+
+def signal_lead(time: str | int, signal_seconds: int | None = None) -> int:
+    """Seconds before the time limit ``time`` at which Slurm is to send the stop signal.
+
+    The default is 5 minutes, or a quarter of a shorter time limit: the signal must come
+    after the start (Slurm may send it up to a minute early), and before the end with time
+    for the fits under way to finish.
+
+    Examples
+    --------
+    >>> signal_lead("02:00:00"), signal_lead("5"), signal_lead("02:00:00", 600)
+    (300, 75, 600)
+    >>> signal_lead("5", 300)
+    Traceback (most recent call last):
+    ...
+    hpcml.errors.UsageError: signal_seconds: 300 s is not less than the time limit '5' (300 s): the signal would stop the job as it starts; give fewer seconds or a longer time
+    """
+    wall = time_seconds(time)
+    if signal_seconds is None:
+        return min(300, wall // 4)
+    if (not isinstance(signal_seconds, int) or isinstance(signal_seconds, bool)
+            or signal_seconds < 0 or signal_seconds > 65535):
+        raise UsageError(f"signal_seconds: expected 0..65535 seconds, got {signal_seconds!r}")
+    if signal_seconds >= wall:
+        raise UsageError(
+            f"signal_seconds: {signal_seconds} s is not less than the time limit {time!r} "
+            f"({wall} s): the signal would stop the job as it starts; give fewer seconds or "
+            "a longer time"
+        )
+    return signal_seconds
 
 
 def render_options() -> dict[str, Any]:

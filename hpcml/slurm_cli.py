@@ -40,7 +40,8 @@ _HELP = {
     "qos": "quality of service",
     "mem": "memory per node, e.g. 64G",
     "constraint": "node features, e.g. 'skylake'",
-    "signal_seconds": "USR1 this many seconds before the time limit (default: %(default)s)",
+    "signal_seconds": "USR1 this many seconds before the time limit; the job requeues and "
+    "resumes (default: 300, or a quarter of a shorter time limit)",
     "launcher": "how ranks start: srun-pmi2 (MPICH: the pip wheel), srun-pmix (Open MPI), "
     "mpiexec (default: %(default)s)",
     "python": "Python that runs hpcml in the job (default: this one)",
@@ -98,7 +99,7 @@ def _add_slurm(subparsers: Any) -> None:
             kwargs: dict[str, Any] = {"default": default, "help": _HELP.get(opt)}
             if opt == "launcher":
                 kwargs["choices"] = list(LAUNCHERS)
-            elif isinstance(default, int):
+            elif isinstance(default, int) or opt == "signal_seconds":
                 kwargs["type"] = int
             if opt != "launcher":
                 kwargs["metavar"] = _METAVAR.get(opt, opt.split("_")[-1].upper())

@@ -32,17 +32,16 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
+from .signals import EXIT_REQUEUE, StopFlag, ignore_stop_signals, install_stop_handlers
 
 __all__ = ["submit", "SearchJob", "JobError", "ExperimentCall"]
 
 #: submitit executors that run on a Slurm cluster.
 _SLURM = ("slurm",)
-#: Exit status of ranks stopped by a signal with their journal saved: the job requeues.
-EXIT_REQUEUE = 75
 #: Lines after srun in submitit's job script: requeue when the ranks stopped for a signal.
 _REQUEUE_LINES = [
     "hpcml_status=$?",
-    'if [ "$hpcml_status" -eq 75 ]; then scontrol requeue "$SLURM_JOB_ID"; fi',
+    f'if [ "$hpcml_status" -eq {EXIT_REQUEUE} ]; then scontrol requeue "$SLURM_JOB_ID"; fi',
 ]
 
 
@@ -123,8 +122,11 @@ def _run_on_ranks(spec: Any, out: str | None, threads: int | None, force: bool,
     stop = _stop_flag(stop_signals)
     extra = {} if stop is None else {"stop": stop}
     with _mpi.abort_on_error(comm):
-        result = run_experiment(spec, out, comm=comm if comm.Get_size() > 1 else None,
-                                threads=threads, force=force, **extra)
+        try:
+            result = run_experiment(spec, out, comm=comm if comm.Get_size() > 1 else None,
+                                    threads=threads, force=force, **extra)
+        finally:
+            ignore_stop_signals(stop_signals)  # a late one must not kill the rank as it exits
     if stop is not None and stop() and not getattr(result, "complete", True):
         if comm.Get_rank() == 0:
             sys.stderr.write(f"hpcml: stopped by {stop.signal_name}; the finished fits are in "
@@ -143,16 +145,8 @@ def _stop_signals() -> tuple[int, ...]:
 
 
 def _stop_flag(signals: Sequence[int]) -> Any:
-    """A flag that ``signals`` set, when this hpcml can stop a run between fits; else None."""
-    import inspect
-
-    from .experiment import run_experiment
-
-    if not signals or "stop" not in inspect.signature(run_experiment).parameters:
-        return None
-    try:
-        from .signals import StopFlag, install_stop_handlers
-    except ImportError:  # pragma: no cover - an hpcml without stop support
+    """A flag that ``signals`` set (they stop a run between fits); None without signals."""
+    if not signals:
         return None
     flag = StopFlag()
     install_stop_handlers(flag, signals)
@@ -431,6 +425,7 @@ def _configure(executor: Any, cluster: str, *, nodes: int, ranks_per_node: int, 
     """Set the layout on ``executor`` (in its own parameter names)."""
     import submitit
 
+    from .slurm import signal_lead
     from .threads import THREAD_ENV_VARS
 
     # srun does not inherit --cpus-per-task (Slurm 22.05+); a rank that dies (even inside
@@ -440,12 +435,14 @@ def _configure(executor: Any, cluster: str, *, nodes: int, ranks_per_node: int, 
         srun_args.insert(0, f"--mpi={mpi}")
     # Before Python starts: submitit imports numpy before it loads the job.
     setup = [f"export {' '.join(f'{v}={threads}' for v in THREAD_ENV_VARS)}"]
+    # submitit's 90 s would stop a job of a minute or two as it starts, and every rerun too.
+    lead = signal_lead(minutes)
     if isinstance(executor, submitit.AutoExecutor):
         params: dict[str, Any] = {"timeout_min": minutes}
         if cluster in _SLURM:
             params.update(nodes=nodes, tasks_per_node=ranks_per_node, cpus_per_task=threads,
                           slurm_srun_args=srun_args, slurm_setup=setup,
-                          slurm_teardown=_REQUEUE_LINES)
+                          slurm_teardown=_REQUEUE_LINES, slurm_signal_delay_s=lead)
             if partition:
                 params["slurm_partition"] = partition
         else:
@@ -454,7 +451,7 @@ def _configure(executor: Any, cluster: str, *, nodes: int, ranks_per_node: int, 
     elif isinstance(executor, submitit.SlurmExecutor):
         executor.update_parameters(
             nodes=nodes, ntasks_per_node=ranks_per_node, cpus_per_task=threads, time=minutes,
-            srun_args=srun_args, setup=setup, teardown=_REQUEUE_LINES,
+            srun_args=srun_args, setup=setup, teardown=_REQUEUE_LINES, signal_delay_s=lead,
             **({"partition": partition} if partition else {}),
         )
     elif isinstance(executor, submitit.LocalExecutor):

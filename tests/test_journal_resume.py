@@ -318,3 +318,25 @@ def test_stop_signal_saves_journal_exits_75_and_resumes(tmp_path, sig, slow_refe
     assert 3 <= n < 24
     assert not (out / "run.json").exists()
     finish_and_compare(tmp_path, out, slow_reference)
+
+
+def test_a_stop_signal_after_the_run_cannot_kill_the_rank(tmp_path):
+    """Slurm's USR1 can come while a finished rank exits (MPI's finalisation), when Python has
+    given signals their default action back: the job ended FAILED with all its results
+    written. A rank whose run is over ignores stop signals."""
+    (tmp_path / "spec.yaml").write_text(SLOW_SPEC.replace("[0.25], C: [1, 2, 3, 4, 5, 6]",
+                                                          "[0.0], C: [1]"))
+    code = (
+        "import os, signal, sys\n"
+        "from hpcml.cli import main\n"
+        "code = main(['run', '-n', '1', 'spec.yaml', '--out', 'out', '--no-progress'])\n"
+        "print([signal.getsignal(s) is signal.SIG_IGN for s in (signal.SIGUSR1, signal.SIGTERM)])\n"
+        "os.kill(os.getpid(), signal.SIGUSR1)\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "sys.exit(code)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=hpcml_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "[True, True]", proc.stdout
+    assert (tmp_path / "out" / "cv_results.csv").exists()

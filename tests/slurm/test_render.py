@@ -87,6 +87,15 @@ def test_flags_sorted_and_quoted():
     assert "#SBATCH --signal=B:USR1@300" in flags and "#SBATCH --requeue" in flags
 
 
+@pytest.mark.parametrize(("time", "lead"), [("01:00:00", 300), ("20", 300), ("10", 150),
+                                            ("5", 75), ("1", 15)])
+def test_default_signal_comes_after_the_start(time, lead):
+    """A short time limit gets a quarter of it: a lead of 300 s on 5 minutes stopped the job
+    as it started, and the requeued rerun again, forever."""
+    text = render_sbatch("/s.yaml", "/o", python=PY, time=time)
+    assert f"#SBATCH --signal=B:USR1@{lead}" in text.splitlines()
+
+
 def test_hostile_values_survive_bash(tmp_path):
     """The shell reads back exactly the spec and out paths that were rendered."""
     spec, out = "/a b/it's \"q\" $x `id`.yaml", "/o\nnew line/$(id)"
@@ -131,6 +140,8 @@ def test_schema_is_the_signature():
         ({"additional_parameters": {"time": "5"}}, "set it with its own option"),
         ({"additional_parameters": {"bad key": "x"}}, "not an option name"),
         ({"signal_seconds": -1}, "signal_seconds"),
+        ({"time": "5", "signal_seconds": 300}, r"300 s is not less than the time limit '5'"),
+        ({"time": "0"}, "give a wall time of a second or more"),
         ({"job_name": "two\nlines"}, "cannot hold a line break"),
     ],
 )

@@ -52,6 +52,7 @@ def test_submit_returns_the_search_result(slurm, hostile, job_env, reference):
     script = job.job.paths.submission_file.read_text()
     assert "--mpi=pmi2" in script and "--ntasks-per-node=2" in script
     assert "export OMP_NUM_THREADS=1" in script
+    assert "#SBATCH --signal=USR2@75" in script  # a quarter of the 5 minutes, after the start
     assert job.done() and wait_end(job.job_id) == "COMPLETED" and job.state == "COMPLETED"
 
 
