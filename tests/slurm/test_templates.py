@@ -174,7 +174,8 @@ def test_cancelled_template_job_is_not_requeued(slurm, hostile, job_env):
 def test_job_signalled_with_usr1_requeues_and_finishes_identically(slurm, hostile, job_env,
                                                                   slow_reference):
     """Real hpcml: USR1 mid-run → exit 75 → requeue → the rerun resumes from the journal."""
-    (hostile / "slow.yaml").write_text(SLOW_SPEC)
+    # Fits of 1 s (9 s on 2 ranks): the run cannot end before the signal, even on a busy machine.
+    (hostile / "slow.yaml").write_text(SLOW_SPEC.replace("sleep: 0.25", "sleep: 1.0"))
     env = {**job_env, "HPCML_SPEC": str(hostile / "slow.yaml"), "HPCML_OUT": str(hostile / "out")}
     job = sbatch(["--ntasks=2", str(TEMPLATES / "single-node.sbatch")], cwd=hostile, env=env)
     wait_state(job, {"RUNNING"})
