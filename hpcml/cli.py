@@ -168,8 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     from .launch import (
-        find_mpiexec,
-        mpiexec_command,
+        run_ranks,
         srun_message,
         srun_tasks_without_mpi,
         under_mpi_launcher,
@@ -192,18 +191,14 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     n = args.ranks or _default_ranks()
     if n == 1:
         return _run_rank(args, out)
-    from ._proc import run_foreground
-    from .threads import thread_env, threads_per_rank, usable_cores
+    from .threads import threads_per_rank, usable_cores
 
     threads, _ = threads_per_rank(min(n, usable_cores()), cli=args.threads_per_rank)
-    env = {**os.environ, **thread_env(threads)}
-    env.setdefault("UCX_LOG_LEVEL", "error")  # MPICH's UCX netmod warns on benign exits
     rank_argv = [a for a in _strip_ranks(argv)]
     if args.out is None:
         rank_argv += ["--out", out]
     report = _LauncherReport()
-    code = run_foreground(mpiexec_command(find_mpiexec(), n, rank_argv), env=env,
-                          on_stdout_line=report.feed)
+    code = run_ranks(n, rank_argv, threads, on_stdout_line=report.feed)
     report.explain(code, out, n)
     return code
 

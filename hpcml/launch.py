@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from .errors import UsageError
@@ -87,13 +87,35 @@ def find_mpiexec(environ: Mapping[str, str] | None = None) -> str:
 
 
 def mpiexec_command(
-    mpiexec: str, n: int, argv: Sequence[str], python: str | None = None
+    mpiexec: str, n: int, argv: Sequence[str], python: str | None = None, module: str = "hpcml"
 ) -> list[str]:
-    """``mpiexec -n N python -m hpcml ARGV...``.
+    """``mpiexec -n N python -m MODULE ARGV...``.
 
     Examples
     --------
     >>> mpiexec_command("mpiexec", 2, ["run", "s.yaml"], python="py")
     ['mpiexec', '-n', '2', 'py', '-m', 'hpcml', 'run', 's.yaml']
     """
-    return [mpiexec, "-n", str(int(n)), python or sys.executable, "-m", "hpcml", *argv]
+    return [mpiexec, "-n", str(int(n)), python or sys.executable, "-m", module, *argv]
+
+
+def run_ranks(
+    n: int,
+    argv: Sequence[str],
+    threads: int,
+    *,
+    module: str = "hpcml",
+    on_stdout_line: Callable[[str], None] | None = None,
+) -> int:
+    """Run ``mpiexec -n N python -m MODULE ARGV...`` in the foreground; its exit status.
+
+    Each rank gets ``threads`` BLAS/OpenMP threads through the environment, set before
+    Python starts (see :func:`hpcml.threads.thread_env`).
+    """
+    from ._proc import run_foreground
+    from .threads import thread_env
+
+    env = {**os.environ, **thread_env(threads)}
+    env.setdefault("UCX_LOG_LEVEL", "error")  # MPICH's UCX netmod warns on benign exits
+    return run_foreground(mpiexec_command(find_mpiexec(), n, argv, module=module), env=env,
+                          on_stdout_line=on_stdout_line)

@@ -9,7 +9,6 @@ rank exits with status 2 and only rank 0 prints the one-line error.
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Any
 
 from .cli import _default_ranks, _error, _positive_int
@@ -91,7 +90,7 @@ def _run(args: argparse.Namespace) -> int:
     if under_mpi_launcher():
         return _run_rank(args)
     # Not under a launcher: check everything before starting any rank.
-    from .threads import thread_env, threads_per_rank, usable_cores
+    from .threads import threads_per_rank, usable_cores
 
     job = _prepare(args)
     n = args.ranks or _default_ranks()
@@ -102,13 +101,10 @@ def _run(args: argparse.Namespace) -> int:
         _summary(predict_file(job, None, threads=threads, progress=not args.no_progress))
         return 0
     del job  # the ranks load the models themselves
-    from ._proc import run_foreground
-    from .launch import find_mpiexec, mpiexec_command
+    from .launch import run_ranks
 
     threads, _ = threads_per_rank(min(n, usable_cores()), cli=args.threads_per_rank)
-    env = {**os.environ, **thread_env(threads)}
-    env.setdefault("UCX_LOG_LEVEL", "error")  # MPICH's UCX netmod warns on benign exits
-    return run_foreground(mpiexec_command(find_mpiexec(), n, rank_argv(args)), env=env)
+    return run_ranks(n, rank_argv(args), threads)
 
 
 def rank_argv(args: argparse.Namespace) -> list[str]:
@@ -143,11 +139,7 @@ def _prepare(args: argparse.Namespace) -> Any:
 def _run_rank(args: argparse.Namespace) -> int:
     from . import _mpi
 
-    try:
-        comm, threads = _mpi.join_world(args.threads_per_rank)
-    except UsageError as exc:
-        _error(str(exc))
-        return EXIT_USAGE
+    comm, threads = _mpi.join_world(args.threads_per_rank)  # a UsageError: run() reports it
     rank, size = comm.Get_rank(), comm.Get_size()
     with _mpi.abort_on_error(comm):
         job, failed = None, None

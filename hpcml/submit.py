@@ -83,18 +83,13 @@ class ExperimentCall:
 
     def _run_with_mpiexec(self) -> Any:
         """Start ``local_ranks`` ranks with mpiexec; they send the result back in a pickle."""
-        from ._proc import run_foreground
-        from .launch import find_mpiexec
-        from .threads import thread_env
+        from .launch import run_ranks
 
         with tempfile.TemporaryDirectory(prefix="hpcml-submit-") as tmp:
             args, result = Path(tmp, "args.pkl"), Path(tmp, "result.pkl")
             args.write_bytes(pickle.dumps((self.spec, self.out, self.threads, self.force)))
-            cmd = [find_mpiexec(), "-n", str(self.local_ranks), sys.executable, "-m",
-                   "hpcml.submit", str(args), str(result)]
-            env = {**os.environ, **thread_env(self.threads or 1)}
-            env.setdefault("UCX_LOG_LEVEL", "error")
-            status = run_foreground(cmd, env=env)
+            status = run_ranks(self.local_ranks, [str(args), str(result)], self.threads or 1,
+                               module="hpcml.submit")
             if result.exists():
                 kind, value = pickle.loads(result.read_bytes())
                 if kind == "ok":
@@ -120,14 +115,13 @@ def _run_on_ranks(spec: Any, out: str | None, threads: int | None, force: bool,
     # Refuses plain srun with several tasks (naming the fix); thread budget before numpy.
     comm, threads = _mpi.join_world(threads)
     stop = _stop_flag(stop_signals)
-    extra = {} if stop is None else {"stop": stop}
     with _mpi.abort_on_error(comm):
         try:
             result = run_experiment(spec, out, comm=comm if comm.Get_size() > 1 else None,
-                                    threads=threads, force=force, **extra)
+                                    threads=threads, force=force, stop=stop)
         finally:
             ignore_stop_signals(stop_signals)  # a late one must not kill the rank as it exits
-    if stop is not None and stop() and not getattr(result, "complete", True):
+    if stop is not None and stop() and not result.complete:
         if comm.Get_rank() == 0:
             sys.stderr.write(f"hpcml: stopped by {stop.signal_name}; the finished fits are in "
                              f"{out}; the job requeues itself and resumes\n")

@@ -49,16 +49,6 @@ HOSTILE = "it's a \"weird\" dir\nwith a newline"
 VENV_BIN = str(Path(sys.executable).parent)
 
 
-def has_resume() -> bool:
-    """Whether this hpcml has issue 4's journal: stop signals (exit 75), resume, shards."""
-    import inspect
-
-    from hpcml.experiment import run_experiment
-
-    params = inspect.signature(run_experiment).parameters
-    return "stop" in params and "shard" in params
-
-
 def required() -> bool:
     """Whether the cluster tests must run (CI): then a cluster that cannot start fails them."""
     flag = os.environ.get("HPCML_SLURM_REQUIRED") or os.environ.get("CI") or ""

@@ -14,7 +14,6 @@ import time
 import pytest
 from slurmhelpers import (
     SLOW_SPEC,
-    has_resume,
     job_info,
     read_csv,
     same_results,
@@ -26,8 +25,6 @@ import hpcml
 from hpcml.submit import JobError, SearchJob
 
 pytestmark = pytest.mark.timeout(240)
-#: Tests of features of issue 4 (journal, resume, stop signals, shards): skipped without them.
-needs_resume = pytest.mark.skipif(not has_resume(), reason="needs issue 4: journal/resume")
 
 
 def jobs(hostile) -> str:
@@ -147,7 +144,6 @@ def test_submit_stays_callable_after_importing_its_module():
 
 
 @pytest.mark.slurm
-@needs_resume
 def test_preempted_submitit_job_requeues_and_resumes(slurm, hostile, job_env, slow_reference):
     """submitit's preemption signal (USR2) mid-run: stop, requeue, resume, same result."""
     # Fits of 1 s: the job cannot finish before the cancel lands, even on a busy machine.

@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 from slurmhelpers import (
     SLOW_SPEC,
-    has_resume,
     job_info,
     log_of,
     read_csv,
@@ -30,8 +29,6 @@ from slurmhelpers import (
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(240)]
 
 TEMPLATES = Path(__file__).parents[2] / "slurm"
-#: Tests of features of issue 4 (journal, resume, stop signals, shards): skipped without them.
-needs_resume = pytest.mark.skipif(not has_resume(), reason="needs issue 4: journal/resume")
 
 
 def run_template(name: str, folder: Path, env: dict, *sbatch_args: str, out: str = "out"):
@@ -170,7 +167,6 @@ def test_cancelled_template_job_is_not_requeued(slurm, hostile, job_env):
     assert "requeueing" not in log_of(job, hostile)
 
 
-@needs_resume
 def test_job_signalled_with_usr1_requeues_and_finishes_identically(slurm, hostile, job_env,
                                                                   slow_reference):
     """Real hpcml: USR1 mid-run → exit 75 → requeue → the rerun resumes from the journal."""
@@ -193,7 +189,6 @@ def test_job_signalled_with_usr1_requeues_and_finishes_identically(slurm, hostil
     same_results(read_csv(hostile / "out" / "cv_results.csv"), slow_reference)
 
 
-@needs_resume
 def test_array_shards_then_merge(slurm, hostile, job_env, reference):
     """Two shards as an array job, then the dependent merge job: the results of one run."""
     env = {**job_env, "HPCML_SPEC": str(hostile / "spec.yaml"), "HPCML_OUT": str(hostile / "out")}
