@@ -494,10 +494,7 @@ def predict(
                 "every rank must call predict with the same X"
             )
     if threads is None:
-        from ._mpi import node_layout
-
-        on_node = 1 if isinstance(wcomm, _SelfComm) else node_layout(wcomm)["ranks_on_node"]
-        threads, _ = threads_per_rank(on_node)
+        threads, _ = threads_per_rank(engine.layout()["ranks_on_node"])
     itemsize = getattr(getattr(X, "dtype", None), "itemsize", 8)
     out_bytes = sum(o.n_cols * o.dtype.itemsize for o in outputs)
     rows_per_block = block_rows or default_block_rows(
@@ -682,7 +679,9 @@ def predict_file(
 
     total = reader.n_rows if reader.n_rows is not None else len(blocks)
     bar = _progress(comm, progress, total, "rows" if reader.n_rows is not None else "blocks")
-    with _never_hang(comm):
+    from ._mpi import abort_on_error
+
+    with abort_on_error(comm):  # a world of one (also _SelfComm): the error just propagates
         with thread_budget(threads), _counter(comm, bar) as counter:
             _, failed = _claim_blocks(counter, len(blocks), work)
         errors = [e for e in comm.allgather(failed) if e is not None]
@@ -694,14 +693,3 @@ def predict_file(
         raise UsageError(errors[0])
     return {"out": job.out, "rows": n_rows, "columns": list(job.columns), "blocks": len(blocks),
             "block_rows": rows, "seconds": time.time() - start}
-
-
-def _never_hang(comm: Any) -> Any:
-    """Abort every rank when this one raises (the others would wait for it in a collective)."""
-    if isinstance(comm, _SelfComm):
-        import contextlib
-
-        return contextlib.nullcontext()
-    from ._mpi import abort_on_error
-
-    return abort_on_error(comm)

@@ -270,8 +270,6 @@ def cut_chunks(sorted_costs: np.ndarray, n_workers: int, grain: float = DEFAULT_
         j = bisect_right(cum, cum[i] + limit) - 1
         if j <= i:
             j = i + 1
-        elif j > n:
-            j = n
         bounds.append(j)
         i = j
     return np.asarray(bounds, dtype=np.int64)

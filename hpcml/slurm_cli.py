@@ -13,8 +13,6 @@ from typing import Any
 
 __all__ = ["add_parsers", "dispatch"]
 
-COMMANDS = ("slurm", "submit")
-
 SLURM_EPILOG = """\
 examples:
   hpcml slurm render spec.yaml --out results/spec --nodes 2 --ranks-per-node 16 \\
