@@ -112,9 +112,10 @@ def _run_on_ranks(spec: Any, out: str | None, threads: int | None, force: bool,
     from . import _mpi
     from .experiment import run_experiment
 
+    # Before MPI starts, as in ``hpcml run``: a stop signal during start-up must not kill us.
+    stop = _stop_flag(stop_signals)
     # Refuses plain srun with several tasks (naming the fix); thread budget before numpy.
     comm, threads = _mpi.join_world(threads)
-    stop = _stop_flag(stop_signals)
     with _mpi.abort_on_error(comm):
         try:
             result = run_experiment(spec, out, comm=comm if comm.Get_size() > 1 else None,
