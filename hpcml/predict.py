@@ -485,13 +485,13 @@ def predict(
     engine = get_engine(comm)
     wcomm = getattr(engine, "comm", None) or _SelfComm()
     rank, size = wcomm.Get_rank(), wcomm.Get_size()
-    if size > 1:
-        shape = (n_rows, n_features)
-        root_shape = wcomm.bcast(shape, root=0)
-        if root_shape != shape:
+    if size > 1:  # every rank learns of a mismatch and raises: none is left in a collective
+        shapes = wcomm.allgather((n_rows, n_features))
+        other = next((r for r, shape in enumerate(shapes) if shape != shapes[0]), None)
+        if other is not None:
             raise ValueError(
-                f"hpcml.predict: rank {rank} has X of shape {shape} but rank 0 has {root_shape}; "
-                "every rank must call predict with the same X"
+                f"hpcml.predict: rank {other} has X of shape {shapes[other]} but rank 0 has "
+                f"{shapes[0]}; every rank must call predict with the same X"
             )
     if threads is None:
         threads, _ = threads_per_rank(engine.layout()["ranks_on_node"])

@@ -69,6 +69,20 @@ def test_api_errors_on_every_rank_before_any_work(comm, data):
     assert comm.allreduce(1) == comm.Get_size()
 
 
+def test_api_x_that_differs_between_ranks_fails_on_every_rank(comm, models, data):
+    """Every rank must pass the same X; when one does not, every rank raises (none waits)."""
+    X, _ = data
+    est, size = models["logit"], comm.Get_size()
+    rows = 11 if size > 1 and comm.Get_rank() == size - 1 else 10
+    if size == 1:
+        np.testing.assert_array_equal(predict(est, X[:rows], comm=comm), est.predict(X[:rows]))
+    else:
+        with pytest.raises(ValueError, match=rf"rank {size - 1} has X of shape \(11, 6\) but "
+                           r"rank 0 has \(10, 6\); every rank must call predict"):
+            predict(est, X[:rows], comm=comm)
+    assert comm.allreduce(1) == size
+
+
 def shared_files(comm, tmp, models, X, header=True):
     if comm.Get_rank() == 0:
         for name, est in models.items():
