@@ -137,8 +137,8 @@ def model_name(spec: dict[str, Any], estimator: Any) -> str:
 
 def thread_env(ranks: int) -> dict[str, str]:
     """The environment ``hpcml run -n P`` gives its ranks (one BLAS thread per core share)."""
-    from hpcml.threads import thread_env as env_for
-    from hpcml.threads import threads_per_rank, usable_cores
+    from hpcml.core.threads import thread_env as env_for
+    from hpcml.core.threads import threads_per_rank, usable_cores
 
     threads, _ = threads_per_rank(min(ranks, usable_cores()))
     return {**os.environ, **env_for(threads), "UCX_LOG_LEVEL": "error"}
@@ -299,7 +299,7 @@ def lower_bound(costs, n_ranks: int) -> float:
 
 def machine() -> str:
     """One line naming this machine: CPU model, usable cores, memory."""
-    from hpcml.threads import usable_cores
+    from hpcml.core.threads import usable_cores
 
     cpu = "unknown CPU"
     try:

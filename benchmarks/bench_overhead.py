@@ -46,8 +46,11 @@ def _grid(fits: int) -> dict:
 def _worker_hpcml(fits: int, result: str) -> int:
     from sklearn.dummy import DummyClassifier
 
-    import hpcml.search as search_mod
-    from hpcml import MPISearchCV, _mpi
+    import hpcml.search.drop_in as search_mod
+    from hpcml import MPISearchCV
+    from hpcml.engines.mpi import board as _board
+    from hpcml.engines.mpi import engine as _engine
+    from hpcml.engines.mpi import world as _mpi
 
     comm = _mpi.world()
     rank, size = comm.Get_rank(), comm.Get_size()
@@ -62,15 +65,15 @@ def _worker_hpcml(fits: int, result: str) -> int:
         return out
 
     search_mod.evaluate_grid = recording_evaluate_grid
-    timer.patch(_mpi.MPIEngine, "run", "engine_run")
+    timer.patch(_engine.MPIEngine, "run", "engine_run")
     # The engine claims with PlanBoard.next_chunk (plan board) or WorkCounter.claim (before it).
-    board = getattr(_mpi, "PlanBoard", None)
+    board = getattr(_board, "PlanBoard", None)
     if board is not None and hasattr(board, "next_chunk"):
         timer.patch(board, "next_chunk", "claim")
         timer.patch(board, "publish")
     else:
-        timer.patch(_mpi.WorkCounter, "claim")
-    timer.patch(_mpi.WorkCounter, "add_done")
+        timer.patch(_board.WorkCounter, "claim")
+    timer.patch(_board.WorkCounter, "add_done")
     waits = timer.waits
 
     X, y = _data()

@@ -134,9 +134,9 @@ def run_joblib(x_path: str, m_path: str, n_jobs: int) -> dict:
 
 def run_hpcml_rank(x_path: str, m_path: str, out: str, block_rows: str = "0") -> None:
     """One rank of ``hpcml predict`` (run under mpiexec); rank 0 prints the result as JSON."""
-    from hpcml import _mpi
-    from hpcml.predict import predict_file, prepare_job
-    from hpcml.threads import thread_env, threads_per_rank
+    from hpcml.batch.predict import predict_file, prepare_job
+    from hpcml.core.threads import thread_env, threads_per_rank
+    from hpcml.engines.mpi import world as _mpi
 
     comm = _mpi.world()
     layout = _mpi.node_layout(comm)

@@ -166,13 +166,13 @@ def fixed_costs(spec_path: Path, n: int, folder: Path) -> dict[str, float]:
     cmds = {
         "python -c pass": ([PYTHON, "-c", "pass"], None),
         "import sklearn.model_selection": ([PYTHON, "-c", "import sklearn.model_selection"], None),
-        "import hpcml.experiment": ([PYTHON, "-c", "import hpcml.experiment"], None),
+        "import hpcml.run.experiment": ([PYTHON, "-c", "import hpcml.run.experiment"], None),
         "launcher's spec check (precheck_spec)": (
             [PYTHON, "-c",
-             f"from hpcml.spec import precheck_spec; precheck_spec({str(spec_path)!r})"],
+             f"from hpcml.spec.schema import precheck_spec; precheck_spec({str(spec_path)!r})"],
             None),
         "full spec check (load_spec, on the ranks)": (
-            [PYTHON, "-c", f"from hpcml.spec import load_spec; load_spec({str(spec_path)!r})"],
+            [PYTHON, "-c", f"from hpcml.spec.schema import load_spec; load_spec({str(spec_path)!r})"],
             None),
         f"mpiexec -n {n} python: MPI init + barrier": (
             [mpiexec, "-n", str(n), PYTHON, "-c",
@@ -230,7 +230,7 @@ def print_table(workload: str, rows: list[dict], n: int) -> None:
                   f"(of which fsync {c['journal_sync_s']:.3f} s), poll_stop "
                   f"{c['poll_stop_s'] * 1e3:.1f} ms, summed over ranks")
             if c.get("simulated"):
-                print(f"{'':>9}  hpcml.simulate on the recorded spans and hpcml's estimates: "
+                print(f"{'':>9}  hpcml.core.simulate on the recorded spans and hpcml's estimates: "
                       f"makespan {c['simulated']:.2f} s (real {tl['search']:.2f} s)")
 
 

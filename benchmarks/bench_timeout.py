@@ -7,7 +7,7 @@ rank with and without a time limit, and the extra cost per fit.
 import time
 
 from hpcml import run_experiment
-from hpcml.engine import SerialEngine
+from hpcml.engines.base import SerialEngine
 
 
 def spec(fit_timeout=None):

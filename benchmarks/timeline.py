@@ -4,7 +4,7 @@
     python benchmarks/timeline.py --from-json tasks.json --png timeline.png
 
 The first form runs ``hpcml run SPEC`` on P ranks (``mpiexec -n P``, the same rank code as
-``hpcml run -n P``) with ``hpcml.experiment.evaluate_grid`` wrapped to keep its
+``hpcml run -n P``) with ``hpcml.run.experiment.evaluate_grid`` wrapped to keep its
 ``FitResult`` objects (rank, start, end), writes them as JSON and draws them. Needs
 matplotlib (``pip install -e '.[bench]'``).
 """
@@ -36,12 +36,12 @@ Record = tuple[int, float, float, str]
 
 #: Calls on a rank's path between fits whose durations are recorded: name -> where.
 WAITS = {
-    "claim": ("hpcml._mpi", "PlanBoard", "next_chunk"),  # a re-plan is part of its claim
-    "publish": ("hpcml._mpi", "PlanBoard", "publish"),
-    "add_done": ("hpcml._mpi", "WorkCounter", "add_done"),
-    "poll_stop": ("hpcml._mpi", "WorkCounter", "poll_stop"),
-    "journal_append": ("hpcml.journal", "Journal", "append"),
-    "journal_sync": ("hpcml.journal", "Journal", "sync"),
+    "claim": ("hpcml.engines.mpi.board", "PlanBoard", "next_chunk"),  # a re-plan is part of its claim
+    "publish": ("hpcml.engines.mpi.board", "PlanBoard", "publish"),
+    "add_done": ("hpcml.engines.mpi.board", "WorkCounter", "add_done"),
+    "poll_stop": ("hpcml.engines.mpi.board", "WorkCounter", "poll_stop"),
+    "journal_append": ("hpcml.run.journal", "Journal", "append"),
+    "journal_sync": ("hpcml.run.journal", "Journal", "sync"),
 }
 
 
@@ -164,9 +164,10 @@ def record_run(spec: str | Path, n_ranks: int, json_path: str | Path, out: str |
 
 def _record(spec: str, out: str, json_path: str) -> int:
     """On every rank: ``hpcml run SPEC`` with ``evaluate_grid`` wrapped; rank 0 writes JSON."""
-    import hpcml.experiment as experiment
-    from hpcml import _mpi
-    from hpcml.cli import main as hpcml_main
+    import hpcml.run.experiment as experiment
+    from hpcml.cli.main import main as hpcml_main
+    from hpcml.engines.mpi import engine as _engine
+    from hpcml.engines.mpi import world as _mpi
 
     captured: dict = {}
     evaluate_grid = experiment.evaluate_grid
@@ -180,7 +181,7 @@ def _record(spec: str, out: str, json_path: str) -> int:
 
     experiment.evaluate_grid = recording_evaluate_grid
     timer = CallTimer(tuple(WAITS))
-    timer.patch(_mpi.MPIEngine, "run", "engine_run")
+    timer.patch(_engine.MPIEngine, "run", "engine_run")
     for name, (module, cls, method) in WAITS.items():
         owner = getattr(importlib.import_module(module), cls, None)
         if owner is not None and hasattr(owner, method):
@@ -215,7 +216,7 @@ def _estimates(grid, folds, X, y, estimators, *_):
     try:
         import numpy as np
 
-        from hpcml.evaluate import task_costs
+        from hpcml.core.costs import task_costs
 
         n_train = int(np.mean(np.diff(folds.train_off)))
         return task_costs(grid, estimators, n_train, X.shape[1] if X.ndim > 1 else 1)
@@ -229,7 +230,7 @@ def simulated(data: dict, latency: float | None = None) -> float | None:
     tasks = data["tasks"]
     if not tasks or "estimate" not in tasks[0]:
         return None
-    from hpcml.simulate import simulate
+    from hpcml.core.simulate import simulate
 
     if latency is None:
         claims = [w for rank in data.get("waits") or [] for w in rank["claim"]]

@@ -1,5 +1,5 @@
 """``python -m hpcml``: the command line (see ``hpcml --help``)."""
 
-from .cli import main
+from hpcml.cli import main
 
 raise SystemExit(main())

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["UsageError", "SpecError", "EXIT_USAGE"]
+import sys
+
+__all__ = ["UsageError", "SpecError", "EXIT_USAGE", "print_error"]
 
 #: Exit status of a run refused for bad input (spec, data, options).
 EXIT_USAGE = 2
@@ -32,3 +34,12 @@ class SpecError(UsageError):
         where = f"{source}: " if source else ""
         at = f"{key}: " if key else ""
         super().__init__(f"{where}{at}{message}")
+
+    def __reduce__(self):  # the same error on another rank (World.agree pickles it)
+        return (type(self), (self.key, self.message, self.source))
+
+
+def print_error(message: str) -> None:
+    """``hpcml: error: MESSAGE``: one line on standard error."""
+    sys.stderr.write(f"hpcml: error: {message}\n")
+    sys.stderr.flush()

@@ -152,7 +152,7 @@ def test_progress_is_plain_lines_in_a_log(tmp_path):
 
 
 def test_one_rank_world_in_a_multi_task_step_is_refused():
-    from hpcml._mpi import check_launch
+    from hpcml.engines.mpi.world import check_launch
     from hpcml.errors import UsageError
 
     env = {"SLURM_STEP_NUM_TASKS": "4", "SLURM_STEP_ID": "3"}

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from hpcml.data import fingerprint, load_data
 from hpcml.errors import SpecError
-from hpcml.spec import DataSpec
+from hpcml.spec.data import fingerprint, load_data
+from hpcml.spec.schema import DataSpec
 
 
 def write(path, text):

@@ -17,9 +17,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from hpcml.engine import SerialEngine
-from hpcml.evaluate import evaluate_grid
-from hpcml.fitting import (
+from hpcml.core.fitting import (
     FitResult,
     Folds,
     _split,
@@ -27,8 +25,10 @@ from hpcml.fitting import (
     make_scorer_map,
     unfitted_copy,
 )
-from hpcml.results import format_cv_results
-from hpcml.tasks import TaskGrid
+from hpcml.core.results import format_cv_results
+from hpcml.core.tasks import TaskGrid
+from hpcml.engines.base import SerialEngine
+from hpcml.search.evaluate import evaluate_grid
 
 
 class WithHooks(BaseEstimator, ClassifierMixin):

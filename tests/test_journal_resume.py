@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 from hpcml import run_experiment
-from hpcml.collect import collect
+from hpcml.core.fitting import FitResult
 from hpcml.errors import UsageError
-from hpcml.fitting import FitResult
-from hpcml.journal import Journal, Manifest, iter_records, read_journal, task_key
+from hpcml.run.collect import collect
+from hpcml.run.journal import Journal, Manifest, iter_records, read_journal, task_key
 
 TESTS = Path(__file__).parent
 TIMING = {"mean_fit_time", "std_fit_time", "mean_score_time", "std_score_time"}
@@ -328,7 +328,7 @@ def test_a_stop_signal_after_the_run_cannot_kill_the_rank(tmp_path):
                                                           "[0.0], C: [1]"))
     code = (
         "import os, signal, sys\n"
-        "from hpcml.cli import main\n"
+        "from hpcml.cli.main import main\n"
         "code = main(['run', '-n', '1', 'spec.yaml', '--out', 'out', '--no-progress'])\n"
         "print([signal.getsignal(s) is signal.SIG_IGN for s in (signal.SIGUSR1, signal.SIGTERM)])\n"
         "os.kill(os.getpid(), signal.SIGUSR1)\n"

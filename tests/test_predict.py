@@ -19,9 +19,8 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.svm import LinearSVC
 from sklearn.tree import DecisionTreeClassifier
 
-from hpcml import blockio
-from hpcml.errors import UsageError
-from hpcml.predict import (
+from hpcml.batch import blockio
+from hpcml.batch.predict import (
     _claim_blocks,
     _LocalCounter,
     byte_blocks,
@@ -34,6 +33,7 @@ from hpcml.predict import (
     prepare_job,
     row_blocks,
 )
+from hpcml.errors import UsageError
 
 
 @pytest.fixture(scope="module")
@@ -421,5 +421,5 @@ def test_parquet_in_and_out(tmp_path, models, clf_data):
 
 
 def test_hpcml_predict_is_the_function_whatever_was_imported_first():
-    code = "import hpcml.blockio, hpcml.predict_cli, hpcml; assert callable(hpcml.predict)"
+    code = "import hpcml.batch.blockio, hpcml.cli.predict, hpcml; assert callable(hpcml.predict)"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -23,7 +23,7 @@ from sklearn.datasets import make_classification
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.tree import DecisionTreeClassifier
 
-from hpcml.cli import main
+from hpcml.cli.main import main
 
 LAUNCHER_PREFIXES = ("PMI_", "PMIX_", "OMPI_", "HYDRA_", "MPI_LOCALNRANKS", "SLURM_", "HPCML_")
 MPIEXEC = str(Path(sys.executable).parent / "mpiexec")

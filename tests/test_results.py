@@ -16,9 +16,9 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.tree import DecisionTreeClassifier
 
-from hpcml.fitting import FitResult, fit_and_score, make_scorer_map
-from hpcml.results import best_index, cv_results_to_csv, format_cv_results
-from hpcml.tasks import Candidate, TaskGrid
+from hpcml.core.fitting import FitResult, fit_and_score, make_scorer_map
+from hpcml.core.results import best_index, cv_results_to_csv, format_cv_results
+from hpcml.core.tasks import Candidate, TaskGrid
 
 SCORING = ["roc_auc", "accuracy"]
 LOGIT_GRID = {"C": [0.001, 0.1, 1.0, 100.0]}
@@ -35,7 +35,7 @@ def data():
 
 def hpcml_cv_results(models, X, y, splits, scoring, *, return_train_score=False,
                      error_score=np.nan, with_model=False):
-    """Run every task with hpcml.fitting and format the results (what an engine does)."""
+    """Run every task with hpcml.core.fitting and format the results (what an engine does)."""
     grid = TaskGrid([(name, g) for name, _, g in models], len(splits))
     estimators = {name: est for name, est, _ in models}
     metrics = None

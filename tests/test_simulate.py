@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from hpcml.schedule import CostModel, plan_chunks
-from hpcml.simulate import (
+from hpcml.core.schedule import CostModel, plan_chunks
+from hpcml.core.simulate import (
     costs_from_cv_results,
     grid_costs,
     grid_estimates,
@@ -51,7 +51,7 @@ def test_uses_the_real_policy():
 
 def test_custom_policy():
     def one_per_chunk_in_task_order(est, n_ranks):
-        from hpcml.schedule import Plan
+        from hpcml.core.schedule import Plan
 
         n = len(est)
         return Plan(np.arange(n, dtype=np.int64), np.arange(n + 1, dtype=np.int64))

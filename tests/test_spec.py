@@ -8,7 +8,7 @@ import pytest
 from sklearn.pipeline import Pipeline
 
 from hpcml.errors import SpecError, UsageError
-from hpcml.spec import ExperimentSpec, load_spec, parse_spec
+from hpcml.spec.schema import ExperimentSpec, load_spec, parse_spec
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -436,7 +436,7 @@ def test_bad_flags(key, value):
 
 
 def test_precheck_finds_structure_and_path_mistakes_with_load_spec_messages(tmp_path):
-    from hpcml.spec import precheck_spec
+    from hpcml.spec.schema import precheck_spec
 
     cases = {
         "scorng: [accuracy]\n": "scorng: unknown key",
@@ -468,7 +468,7 @@ def test_precheck_returns_the_data_path_and_imports_nothing(tmp_path):
     spec = tmp_path / "spec.yaml"
     spec.write_text("data: {path: d.npy}\nmodels: {m: {estimator: sklearn.tree.Nope}}\n")
     code = (
-        "import sys; from hpcml.spec import precheck_spec; "
+        "import sys; from hpcml.spec.schema import precheck_spec; "
         f"p = precheck_spec({str(spec)!r}); "
         "print(p.name, 'sklearn' in sys.modules, 'numpy' in sys.modules)"
     )

@@ -9,18 +9,17 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.tree import DecisionTreeClassifier
 
-from hpcml.schedule import (
+from hpcml.core.costs import BASE_COST, estimate_cost, learn_costs
+from hpcml.core.schedule import (
     DEFAULT_GRAIN,
     MIN_GRAIN,
     CostModel,
     batch_grain,
-    estimate_cost,
-    learn_costs,
     plan_chunks,
     replan,
     replan_due,
 )
-from hpcml.tasks import TaskGrid
+from hpcml.core.tasks import TaskGrid
 
 MODELS = [
     ("logit", {"C": [0.1, 1.0, 10.0], "penalty": ["l2"]}),
@@ -230,7 +229,6 @@ def test_cost_uses_the_pipeline_last_step_and_step_params():
     pipe = make_pipeline(StandardScaler(), RandomForestClassifier(n_estimators=10))
     small = estimate_cost(pipe, {}, 1000, 10)
     big = estimate_cost(pipe, {"randomforestclassifier__n_estimators": 500}, 1000, 10)
-    from hpcml.schedule import BASE_COST
 
     assert big - BASE_COST == pytest.approx((small - BASE_COST) * 50)
 

@@ -6,9 +6,9 @@ import types
 
 import pytest
 
-from hpcml import progress as progress_mod
-from hpcml.progress import Progress, format_duration
-from hpcml.threads import THREAD_ENV_VARS, thread_env, threads_per_rank, usable_cores
+from hpcml.core import progress as progress_mod
+from hpcml.core.progress import Progress, format_duration
+from hpcml.core.threads import THREAD_ENV_VARS, thread_env, threads_per_rank, usable_cores
 
 # -- threads_per_rank --------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.tree import DecisionTreeClassifier
 
 from hpcml import run_experiment
-from hpcml.collect import collect
+from hpcml.run.collect import collect
 
 pytestmark = pytest.mark.mpi
 

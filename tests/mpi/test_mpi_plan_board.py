@@ -7,9 +7,10 @@ import time
 import numpy as np
 import pytest
 
-from hpcml._mpi import MPIEngine, PlanBoard
-from hpcml.fitting import FitResult
-from hpcml.schedule import CostModel, Plan, plan_chunks
+from hpcml.core.fitting import FitResult
+from hpcml.core.schedule import CostModel, Plan, plan_chunks
+from hpcml.engines.mpi.board import PlanBoard
+from hpcml.engines.mpi.engine import MPIEngine
 
 pytestmark = pytest.mark.mpi
 

@@ -12,8 +12,8 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.tree import DecisionTreeClassifier
 
 from hpcml import predict
+from hpcml.batch.predict import predict_file, prepare_job
 from hpcml.errors import UsageError
-from hpcml.predict import predict_file, prepare_job
 
 pytestmark = pytest.mark.mpi
 

@@ -14,9 +14,9 @@ from sklearn.svm import SVC
 from sklearn.tree import DecisionTreeClassifier
 
 from hpcml import MPISearchCV, run_experiment
-from hpcml._mpi import MPIEngine
-from hpcml.engine import get_engine
-from hpcml.schedule import plan_chunks
+from hpcml.core.schedule import plan_chunks
+from hpcml.engines import get_engine, open_world
+from hpcml.engines.mpi.world import MPIWorld
 
 pytestmark = pytest.mark.mpi
 
@@ -42,10 +42,10 @@ def assert_cv_results_equal(ours, theirs, atol=1e-12):
 
 
 def test_engine_runs_every_task_once(comm):
-    engine = get_engine(comm)
+    engine = get_engine("mpi", world=comm)
     costs = np.r_[np.full(5, 0.5), np.full(300, 1e-4)]
-    plan = plan_chunks(costs, engine.size, grain=0.001)
-    from hpcml.fitting import FitResult
+    plan = plan_chunks(costs, engine.world.size, grain=0.001)
+    from hpcml.core.fitting import FitResult
 
     def run_task(t):
         return FitResult(t, {"score": float(t)}, None, 0.0, 0.0)
@@ -61,17 +61,15 @@ def test_engine_runs_every_task_once(comm):
 
 
 def test_bcast_array_sends_root_data(comm):
-    if comm.Get_size() == 1:
-        engine = MPIEngine(comm)
-    else:
-        engine = get_engine(comm)
+    world = MPIWorld(comm) if comm.Get_size() == 1 else open_world(comm)
     rng = np.random.default_rng(comm.Get_rank())
     mine = rng.normal(size=(37, 5))
-    got = engine.bcast_array(mine)
+    got = world.bcast_array(mine)
     expected = comm.bcast(mine if comm.Get_rank() == 0 else None, root=0)
     np.testing.assert_array_equal(got, expected)
-    labels = engine.bcast_array(np.array(["a", "bb", None], dtype=object))
+    labels = world.bcast_array(np.array(["a", "bb", None], dtype=object))
     assert list(labels) == ["a", "bb", None]
+    world.close()
 
 
 def test_mpisearchcv_equals_gridsearchcv_multimetric(comm):

@@ -90,7 +90,7 @@ def job_info(job_id: str) -> dict[str, str]:
 
 def wait_state(job_id: str, states: set[str], timeout: float = 90) -> str:
     """Wait until the job is in one of ``states`` (or raise with its log)."""
-    from hpcml.slurm import job_state
+    from hpcml.slurm.render import job_state
 
     deadline = time.monotonic() + timeout
     state = None
@@ -105,7 +105,7 @@ def wait_state(job_id: str, states: set[str], timeout: float = 90) -> str:
 
 def wait_end(job_id: str, timeout: float = 120) -> str:
     """Wait until the job (all array tasks) has ended; return its state."""
-    from hpcml.slurm import TERMINAL_STATES
+    from hpcml.slurm.render import TERMINAL_STATES
 
     return wait_state(job_id, set(TERMINAL_STATES), timeout)
 

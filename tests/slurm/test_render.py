@@ -12,7 +12,7 @@ import pytest
 from slurmhelpers import SPEC
 
 from hpcml.errors import UsageError
-from hpcml.slurm import (
+from hpcml.slurm.render import (
     LAUNCHERS,
     check_options,
     check_request,
@@ -158,7 +158,7 @@ def test_parse_extra():
 
 
 def test_check_request_against_spec_and_cluster(tmp_path):
-    from hpcml.spec import load_spec
+    from hpcml.spec.schema import load_spec
 
     (tmp_path / "spec.yaml").write_text(SPEC)
     n = count_tasks(load_spec(tmp_path / "spec.yaml"))

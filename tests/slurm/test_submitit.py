@@ -22,7 +22,7 @@ from slurmhelpers import (
 )
 
 import hpcml
-from hpcml.submit import JobError, SearchJob
+from hpcml.slurm.submit import JobError, SearchJob
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -135,11 +135,12 @@ def test_newline_in_submitit_folder_is_refused(hostile):
         hpcml.submit(hostile / "spec.yaml", "local", folder=hostile / "jobs")
 
 
-def test_submit_stays_callable_after_importing_its_module():
+def test_submit_is_a_function_and_its_module_lives_in_slurm():
     import importlib
+    import types
 
-    module = importlib.import_module("hpcml.submit")
-    assert callable(module) and callable(hpcml.submit)
+    module = importlib.import_module("hpcml.slurm.submit")
+    assert isinstance(hpcml.submit, types.FunctionType) and module.submit is hpcml.submit
     assert module.SearchJob is SearchJob
 
 
@@ -165,7 +166,7 @@ def test_preempted_submitit_job_requeues_and_resumes(slurm, hostile, job_env, sl
 
 def test_default_executor_without_a_cluster_is_local(tmp_path, monkeypatch):
     """srun installed but no cluster answering (or no Slurm at all): this machine."""
-    from hpcml.submit import _executor
+    from hpcml.slurm.submit import _executor
 
     monkeypatch.setenv("PATH", str(tmp_path))  # no srun, no sinfo
     executor, cluster = _executor(None, tmp_path / "jobs" / "%j")

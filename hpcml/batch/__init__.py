@@ -1,0 +1,1 @@
+"""Parallel prediction: row blocks spread over ranks, readers and writers by file format."""

@@ -1,0 +1,89 @@
+"""``hpcml collect DIR``: results from the journal, at any time, from any number of shards."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from hpcml.errors import UsageError
+from hpcml.run.journal import Manifest, read_journal, task_keys
+from hpcml.spec.schema import parse_spec
+
+__all__ = ["collect"]
+
+
+def collect(out: str | os.PathLike, refit: bool = True) -> dict[str, Any]:
+    """Rebuild ``cv_results.csv`` (and, when complete, the best model) from ``out``'s journal.
+
+    Parameters
+    ----------
+    out : path
+        An hpcml output folder (it holds ``manifest.json`` and ``journal/``).
+    refit : bool
+        When every task is done and the spec has ``refit``, load the data and refit the best
+        candidate into ``best_model.joblib`` (with all cores of this node).
+
+    Returns
+    -------
+    dict
+        ``{"done", "total", "complete", "best"}``.
+    """
+    from hpcml.run.finalize import finalize
+
+    wall0 = time.time()
+    out = Path(out)
+    if not out.is_dir():
+        raise UsageError(f"{out}: no such folder")
+    manifest = Manifest.read(out)
+    if manifest is None:
+        raise UsageError(f"{out}: no manifest.json, so not an hpcml run folder (or a run that "
+                         "never started); give the --out folder of 'hpcml run'")
+    spec = parse_spec(manifest["spec"], source=manifest.get("source"))
+    grid = spec.task_grid(manifest["n_splits"])
+    keys = task_keys(grid, manifest["folds"], manifest["data_fingerprint"])
+    results = read_journal(out, keys)
+    complete = len(results) == len(grid)
+    estimators = {m.name: m.make() for m in spec.models}
+    X = y = None
+    run: dict[str, Any] = {}
+    if complete:
+        from hpcml.spec.data import fingerprint, load_data
+
+        if refit and spec.refit_metric is not None:
+            data = load_data(spec.data, spec.source)
+            if fingerprint(data.X, data.y) != manifest["data_fingerprint"]:
+                raise UsageError(
+                    f"{out}: the data of {spec.source} changed since the run; "
+                    "cannot refit on different data (pass --no-refit to skip the refit)"
+                )
+            X, y = data.X, data.y
+        run = _collect_info(manifest, results, len(grid), wall0)
+    folds, classes = None, None
+    folds_path = out / "journal" / "test_folds.npz"
+    if spec.save_oof and folds_path.exists():
+        from hpcml.core.oof import load_test_folds
+
+        folds, classes = load_test_folds(folds_path)
+    _, best, _ = finalize(spec, grid, results, X, y, estimators, out=out, run=run,
+                          refit=refit and complete, folds=folds, classes=classes)
+    return {"done": len(results), "total": len(grid), "complete": complete, "best": best}
+
+
+def _collect_info(manifest, results, n_tasks, wall0) -> dict[str, Any]:
+    from hpcml.run.finalize import versions
+
+    ranks = sorted({r.rank for r in results.values()})
+    return {
+        "spec_hash": manifest.get("spec_hash"),
+        "spec": manifest.get("source"),
+        "data_fingerprint": manifest.get("data_fingerprint"),
+        "collected": True,
+        "n_samples": manifest.get("n_samples"),
+        "n_tasks": n_tasks,
+        "ranks_seen": len(ranks),
+        "versions": versions(),
+        "wall_time": time.time() - wall0,
+        "engine": "collect",
+    }
