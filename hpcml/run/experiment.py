@@ -252,7 +252,7 @@ def fit_tasks(engine: Engine, spec: ExperimentSpec, placed: Placed, folds: Folds
     journal = None
     if out is not None:
         label = f"{shard[0]}/{shard[1]}" if shard else ""
-        journal = Journal(out, world.rank, shard=label)
+        journal = world.agree(lambda: Journal(out, world.rank, shard=label))
     measured = world.bcast({t: r.fit_time + r.score_time for t, r in work.resumed.items()}
                            if world.is_root else None)
     try:
