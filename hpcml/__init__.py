@@ -97,7 +97,7 @@ _MOVED = {
     "hpcml.launch": "hpcml.run.launch",
     "hpcml.collect": "hpcml.run.collect",
     "hpcml.plan": "hpcml.run.plan",
-    "hpcml.blockio": "hpcml.batch.blockio",
+    "hpcml.blockio": "hpcml.batch.readers",
     "hpcml.predict_cli": "hpcml.cli.predict",
     "hpcml.slurm_cli": "hpcml.cli.slurm",
 }

@@ -19,20 +19,23 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.svm import LinearSVC
 from sklearn.tree import DecisionTreeClassifier
 
-from hpcml.batch import blockio
+from hpcml.batch.blocks import (
+    byte_blocks,
+    default_block_rows,
+    group_blocks,
+    model_names,
+    row_blocks,
+)
 from hpcml.batch.predict import (
     _claim_blocks,
     _LocalCounter,
-    byte_blocks,
-    default_block_rows,
     describe_output,
-    group_blocks,
-    model_names,
     predict,
     predict_file,
     prepare_job,
-    row_blocks,
 )
+from hpcml.batch.readers import open_reader
+from hpcml.batch.writers import format_csv
 from hpcml.errors import UsageError
 
 
@@ -183,7 +186,7 @@ def read_all(reader, block_rows):
 def test_csv_blocks_hold_every_line_once(tmp_path, newline, trailing, block_rows):
     X = np.random.default_rng(0).normal(size=(37, 4)) * np.logspace(-5, 5, 37)[:, None]
     path = write_csv(tmp_path / "x.csv", X, newline=newline, trailing=trailing)
-    reader = blockio.open_reader(path)
+    reader = open_reader(path)
     assert reader.columns == ["f0", "f1", "f2", "f3"] and reader.n_rows is None
     np.testing.assert_array_equal(read_all(reader, block_rows), X)
     np.testing.assert_array_equal(reader.head(), X[:1])
@@ -192,7 +195,7 @@ def test_csv_blocks_hold_every_line_once(tmp_path, newline, trailing, block_rows
 def test_csv_blank_lines_quotes_and_missing_values(tmp_path):
     path = tmp_path / "x.csv"
     path.write_text('a,"b"\n1,2\n\n  \n"3.5",\n,4\n')
-    reader = blockio.open_reader(path)
+    reader = open_reader(path)
     for k in (1, 2, 100):
         np.testing.assert_array_equal(read_all(reader, k), [[1, 2], [3.5, np.nan], [np.nan, 4]])
 
@@ -204,20 +207,20 @@ def test_csv_input_problems(tmp_path):
     (tmp_path / "short.csv").write_text("a,b\n1,2\n3\n")
     (tmp_path / "header_only.csv").write_text("a,b\n")
     with pytest.raises(UsageError, match="empty.csv: is empty; expected a header line"):
-        blockio.open_reader(tmp_path / "empty.csv")
+        open_reader(tmp_path / "empty.csv")
     with pytest.raises(UsageError, match="needs a header line"):
-        blockio.open_reader(tmp_path / "noheader.csv")
+        open_reader(tmp_path / "noheader.csv")
     with pytest.raises(UsageError, match=r"byte 8, column 'b': 'x' is not a number"):
-        read_all(blockio.open_reader(tmp_path / "bad.csv"), 100)
+        read_all(open_reader(tmp_path / "bad.csv"), 100)
     with pytest.raises(UsageError, match="has 1 fields but the header has 2"):
-        read_all(blockio.open_reader(tmp_path / "short.csv"), 100)
-    empty = blockio.open_reader(tmp_path / "header_only.csv")
+        read_all(open_reader(tmp_path / "short.csv"), 100)
+    empty = open_reader(tmp_path / "header_only.csv")
     assert read_all(empty, 10).shape == (0, 2) and empty.head().shape == (0, 2)
     with pytest.raises(UsageError, match="input file not found"):
-        blockio.open_reader(tmp_path / "nope.csv")
+        open_reader(tmp_path / "nope.csv")
     (tmp_path / "x.txt").write_text("a\n1\n")
     with pytest.raises(UsageError, match="unknown file type '.txt'"):
-        blockio.open_reader(tmp_path / "x.txt")
+        open_reader(tmp_path / "x.txt")
 
 
 @pytest.mark.parametrize("order", ["C", "F"])
@@ -225,7 +228,7 @@ def test_csv_input_problems(tmp_path):
 def test_npy_reader_keeps_dtype_and_rows(tmp_path, order, dtype):
     X = np.asarray(np.arange(60).reshape(20, 3) * 1.5, dtype=dtype, order=order)
     np.save(tmp_path / "x.npy", X)
-    reader = blockio.open_reader(tmp_path / "x.npy")
+    reader = open_reader(tmp_path / "x.npy")
     assert (reader.n_rows, reader.n_features) == (20, 3)
     for k in (1, 3, 20, 64):
         got = read_all(reader, k)
@@ -237,11 +240,11 @@ def test_npy_input_problems(tmp_path):
     np.save(tmp_path / "one_d.npy", np.arange(4.0))
     np.save(tmp_path / "text.npy", np.array([["a"]]))
     with pytest.raises(UsageError, match=r"must be 2-D \(rows x features\), got shape \(4,\)"):
-        blockio.open_reader(tmp_path / "one_d.npy")
+        open_reader(tmp_path / "one_d.npy")
     with pytest.raises(UsageError, match="needs numbers"):
-        blockio.open_reader(tmp_path / "text.npy")
+        open_reader(tmp_path / "text.npy")
     np.save(tmp_path / "empty.npy", np.empty((0, 3)))
-    reader = blockio.open_reader(tmp_path / "empty.npy")
+    reader = open_reader(tmp_path / "empty.npy")
     assert reader.blocks(10) == [] and reader.head().shape == (0, 3)
 
 
@@ -389,7 +392,7 @@ def test_empty_input_writes_empty_output_with_columns(tmp_path, models):
 
 def test_format_csv_round_trips_floats_exactly():
     values = np.array([[0.1], [1 / 3], [1e-300], [np.nan], [np.inf], [-0.0], [2.0**60]])
-    back = np.loadtxt(io.StringIO(blockio.format_csv([values])), ndmin=2)
+    back = np.loadtxt(io.StringIO(format_csv([values])), ndmin=2)
     np.testing.assert_array_equal(back, values)
 
 
@@ -403,7 +406,7 @@ def test_parquet_in_and_out(tmp_path, models, clf_data):
     paths = save_models(tmp_path, models)
     table = pa.table({f"f{j}": X[:, j] for j in range(5)})
     pq.write_table(table, tmp_path / "x.parquet", row_group_size=40)
-    reader = blockio.open_reader(tmp_path / "x.parquet")
+    reader = open_reader(tmp_path / "x.parquet")
     assert reader.n_rows == 300 and len(reader.group_rows) == 8
     np.testing.assert_array_equal(read_all(reader, 100), X)
     assert all(b.row_start % 40 == 0 for b in reader.blocks(100))
@@ -421,5 +424,6 @@ def test_parquet_in_and_out(tmp_path, models, clf_data):
 
 
 def test_hpcml_predict_is_the_function_whatever_was_imported_first():
-    code = "import hpcml.batch.blockio, hpcml.cli.predict, hpcml; assert callable(hpcml.predict)"
+    code = ("import hpcml.batch.predict, hpcml.blockio, hpcml.cli.predict, hpcml; "
+            "assert callable(hpcml.predict)")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

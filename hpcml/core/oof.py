@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from hpcml.core.csvcells import cell
 from hpcml.core.fitting import FitResult, Folds
 from hpcml.core.tasks import TaskGrid
 from hpcml.errors import SpecError
@@ -85,7 +86,7 @@ def oof_csv(grid: TaskGrid, results: Mapping[int, FitResult], folds: Folds, n_sa
     for i in range(n_samples):
         row = [i, "" if fold_of[i] < 0 else int(fold_of[i])]
         for values in columns:
-            row += [_cell(v) for v in np.atleast_1d(values[i])]
+            row += [cell(v) for v in np.atleast_1d(values[i])]
         writer.writerow(row)
     return buf.getvalue()
 
@@ -131,16 +132,6 @@ def _assemble(grid, results, folds, n_samples, c) -> tuple[int, np.ndarray]:
         if r is not None and r.oof is not None:
             out[folds[k][1]] = r.oof
     return width, out
-
-
-def _cell(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, (float, np.floating)):
-        return "" if np.isnan(v) else repr(float(v))
-    if isinstance(v, np.integer):
-        return str(int(v))
-    return str(v)
 
 
 def _is_classifier(est: Any) -> bool:

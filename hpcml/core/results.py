@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import warnings
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import rankdata
 
+from hpcml.core.csvcells import cell
 from hpcml.core.fitting import FitResult
 from hpcml.core.tasks import Candidate
 
@@ -142,18 +142,9 @@ def cv_results_to_csv(cv_results: Mapping[str, Any], partial: bool = False) -> s
             elif isinstance(col, np.ma.MaskedArray) and col.mask is not np.ma.nomask and col.mask[i]:
                 row.append("")
             else:
-                row.append(_cell(col[i]))
+                row.append(cell(col[i]))
         writer.writerow(row)
     return buf.getvalue()
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, (float, np.floating)):
-        v = float(value)
-        return "nan" if math.isnan(v) else repr(v)
-    if isinstance(value, (np.integer,)):
-        return str(int(value))
-    return str(value)
 
 
 def _scatter(shape: tuple[int, int], cells: list[int], values: list[float]) -> np.ndarray:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import inspect
 from typing import Any
 
-__all__ = ["resolve"]
+from hpcml.errors import SpecError
+
+__all__ = ["resolve", "splitter_class"]
 
 
 def resolve(path: str) -> Any:
@@ -71,3 +75,35 @@ def _getattr_chain(obj: Any, attrs: str, path: str) -> Any:
                 f"{path!r}: module {getattr(obj, '__name__', obj)!r} has no attribute {attr!r}"
             ) from None
     return obj
+
+
+def splitter_class(name: str, key: str, source: str | None = None) -> Any:
+    """The splitter class ``name`` names: one of ``sklearn.model_selection``, or a dotted path.
+
+    Raises
+    ------
+    SpecError
+        Naming ``key``, the closest valid name, and every valid one.
+    """
+    import sklearn.model_selection as ms
+
+    if "." in name or ":" in name:
+        try:
+            cls = resolve(name)
+        except ImportError as exc:
+            raise SpecError(key, str(exc), source) from None
+    else:
+        cls = getattr(ms, name, None)
+    if cls is None or not inspect.isclass(cls) or not hasattr(cls, "split"):
+        valid = sorted(
+            n for n in dir(ms)
+            if inspect.isclass(getattr(ms, n)) and hasattr(getattr(ms, n), "split")
+            and not inspect.isabstract(getattr(ms, n)) and not n.startswith("Base")
+        )
+        close = difflib.get_close_matches(str(name), valid, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise SpecError(
+            key, f"{name!r} is not a splitter in sklearn.model_selection.{hint} Valid: {', '.join(valid)}",
+            source,
+        )
+    return cls

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpcml.errors import SpecError
-from hpcml.spec.resolve import resolve
+from hpcml.spec.resolve import resolve, splitter_class
 
 if TYPE_CHECKING:
     from hpcml.core.tasks import TaskGrid
@@ -73,7 +73,7 @@ class CVSpec:
 
         if self.splitter is None:
             return check_cv(self.kwargs.get("n_splits", 5), y, classifier=classifier)
-        return _splitter_class(self.splitter, "cv.splitter")(**self.kwargs)
+        return splitter_class(self.splitter, "cv.splitter")(**self.kwargs)
 
     def known_n_splits(self) -> int | None:
         """The number of folds when the spec alone tells it (``n_splits``, or the default 5).
@@ -466,7 +466,7 @@ def _parse_cv(raw: Any, source: str | None) -> CVSpec:
         if not isinstance(n, int) or n < 2:
             raise SpecError("cv.n_splits", f"must be an integer >= 2, got {n!r}", source)
         return CVSpec(None, kwargs, groups)
-    cls = _splitter_class(name, "cv.splitter", source)
+    cls = splitter_class(name, "cv.splitter", source)
     try:
         cls(**kwargs)
     except (TypeError, ValueError) as exc:
@@ -522,31 +522,6 @@ def _parse_save_oof(raw: Any, source: str | None) -> dict[str, str] | None:
 
 
 # -- helpers ----------------------------------------------------------------------------------
-
-
-def _splitter_class(name: str, key: str, source: str | None = None) -> Any:
-    import sklearn.model_selection as ms
-
-    if "." in name or ":" in name:
-        try:
-            cls = resolve(name)
-        except ImportError as exc:
-            raise SpecError(key, str(exc), source) from None
-    else:
-        cls = getattr(ms, name, None)
-    if cls is None or not inspect.isclass(cls) or not hasattr(cls, "split"):
-        valid = sorted(
-            n for n in dir(ms)
-            if inspect.isclass(getattr(ms, n)) and hasattr(getattr(ms, n), "split")
-            and not inspect.isabstract(getattr(ms, n)) and not n.startswith("Base")
-        )
-        close = difflib.get_close_matches(str(name), valid, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise SpecError(
-            key, f"{name!r} is not a splitter in sklearn.model_selection.{hint} Valid: {', '.join(valid)}",
-            source,
-        )
-    return cls
 
 
 def _build_estimator(factory: Any, params: dict) -> Any:
