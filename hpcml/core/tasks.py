@@ -79,6 +79,20 @@ class TaskGrid(Sequence):
                 candidates.append(Candidate(len(candidates), name, params))
         self.candidates: tuple[Candidate, ...] = tuple(candidates)
 
+    @classmethod
+    def from_candidates(cls, candidates: Sequence[tuple[str, Mapping[str, Any]]],
+                        n_splits: int) -> TaskGrid:
+        """The tasks of explicit ``(model, params)`` candidates, in the given order.
+
+        >>> g = TaskGrid.from_candidates([("a", {"C": 2}), ("a", {"C": 1})], 3)
+        >>> [dict(c.params) for c in g.candidates], len(g)
+        ([{'C': 2}, {'C': 1}], 6)
+        """
+        grid = cls([], n_splits)
+        grid.model_names = list(dict.fromkeys(m for m, _ in candidates))
+        grid.candidates = tuple(Candidate(i, m, dict(p)) for i, (m, p) in enumerate(candidates))
+        return grid
+
     @property
     def n_candidates(self) -> int:
         return len(self.candidates)

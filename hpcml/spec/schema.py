@@ -128,10 +128,14 @@ class ExperimentSpec:
         return self.refit if isinstance(self.refit, str) else self.metric_names[0]
 
     def task_grid(self, n_splits: int) -> TaskGrid:
-        """Every fit task of the spec: its models' candidates times ``n_splits`` folds."""
+        """Every fit task of the spec: the candidates its models' search strategies propose
+        (the grid: all of them, in ``ParameterGrid`` order), times ``n_splits`` folds."""
         from hpcml.core.tasks import TaskGrid
+        from hpcml.search.strategy import first_round, make_strategy
 
-        return TaskGrid([(m.name, list(m.grid)) for m in self.models], n_splits)
+        strategies = {m.name: make_strategy("grid", list(m.grid)) for m in self.models}
+        return TaskGrid.from_candidates(
+            [(name, p.params) for name, p in first_round(strategies)], n_splits)
 
     def spec_hash(self) -> str:
         """Hash of the spec's content (not of its file name or formatting)."""
