@@ -4,7 +4,8 @@
 #   2. ruff
 #   3. the MPI tests on every rank, under mpiexec -n 1, 2 and 3 (each with a hard timeout)
 #   4. the Slurm tests against a real one-node cluster started by the tests (tests/slurm)
-#   5. the plain pytest suite (pure logic, CLI, hpcml run under mpiexec)
+#   5. the two-node tests against a real two-node cluster in network namespaces (tests/multinode)
+#   6. the plain pytest suite (pure logic, CLI, hpcml run under mpiexec)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +36,12 @@ echo "== Slurm tests: templates, renderer and submitit on a local cluster (tests
 timeout --signal=TERM --kill-after=30 900 \
     .venv/bin/python -m pytest -q -rs -p no:cacheprovider tests/slurm
 
+# A real two-node Slurm cluster, each node in its own network, UTS and mount namespace
+# (tests/multinode/localcluster2.py); root only, and required in CI like the one-node one.
+echo "== two-node tests: a Slurm cluster of two namespaced nodes (tests/multinode)"
+timeout --signal=TERM --kill-after=30 900 \
+    .venv/bin/python -m pytest -q -rs -p no:cacheprovider tests/multinode
+
 echo "== pytest (doctests, pure logic, CLI)"
 exec .venv/bin/python -m pytest -q --doctest-modules hpcml tests --ignore=tests/mpi \
-    --ignore=tests/slurm "$@"
+    --ignore=tests/slurm --ignore=tests/multinode "$@"

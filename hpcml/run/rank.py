@@ -63,17 +63,21 @@ def on_rank(work: Callable[[Rank], T], *, threads: int | None = None,
     if stop_signals:
         install_stop_handlers(stop, stop_signals)
     comm, threads = join_world(threads)  # refuses plain srun; threads before numpy
-    usage: UsageError | None = None
+    deferred: BaseException | None = None
     try:
         with abort_on_error(comm):
             try:
                 return work(Rank(comm, threads, stop))
-            except UsageError as exc:  # raised on every rank (World.agree): no abort
-                usage = exc
+            except (UsageError, SystemExit) as exc:
+                # a UsageError is raised on every rank (World.agree) and an exit status is
+                # every rank's own choice (75 after a stop): neither aborts the world
+                deferred = exc
     finally:
         if stop_signals:
             ignore_stop_signals(stop_signals)
-    raise usage
+    if deferred is None:  # pragma: no cover - abort_on_error never returns quietly
+        raise RuntimeError("the rank's work ended without a result")
+    raise deferred
 
 
 def rank_main(work: Callable[[Rank], int], *, threads: int | None = None,

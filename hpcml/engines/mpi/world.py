@@ -8,12 +8,13 @@ numpy loads its BLAS, or scipy and scikit-learn anything.
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import os
 import socket
 import sys
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from hpcml.engines.base import SerialWorld, World
@@ -23,6 +24,8 @@ __all__ = [
     "MPIWorld",
     "world_of",
     "join_world",
+    "mpi_env_defaults",
+    "start_watchdog",
     "abort_on_error",
     "check_launch",
     "node_layout",
@@ -35,11 +38,73 @@ CHUNK_BYTES = 1 << 30
 POLL = 0.002
 
 
+#: Seconds a rank may take to start MPI and find the other ranks (``HPCML_MPI_START_TIMEOUT``).
+START_TIMEOUT = 300.0
+
+
+def mpi_env_defaults(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment defaults for MPI that must be set before ``MPI_Init`` (none usually).
+
+    Under ``srun --mpi=pmi2`` on more than one node, MPICH's UCX netmod puts each rank's
+    address into the PMI key-value space as 4 KiB business cards whose unused bytes are
+    uninitialised heap memory (hex-encoded, zero runs compressed). Once Python has allocated
+    and freed memory (numpy, scikit-learn, any import), these lines grow past the 1024 bytes
+    that Slurm's pmi2 plugin reads per PMI-1 request: it splits them, answers garbage or
+    nothing, and ``MPI_Init`` fails or hangs. The OFI netmod sends fixed-length addresses:
+    ``MPIR_CVAR_CH4_NETMOD=ofi``. A value the user set wins; other launchers (``mpiexec``,
+    one node, Open MPI with PMIx) get nothing.
+
+    Examples
+    --------
+    >>> mpi_env_defaults({"PMI_FD": "5", "SLURM_STEP_NUM_NODES": "2", "SLURM_STEP_ID": "0"})
+    {'MPIR_CVAR_CH4_NETMOD': 'ofi'}
+    >>> mpi_env_defaults({"PMI_FD": "5", "SLURM_STEP_NUM_NODES": "1", "SLURM_STEP_ID": "0"})
+    {}
+    """
+    env = os.environ if environ is None else environ
+    nodes = env.get("SLURM_STEP_NUM_NODES", "")
+    srun_pmi = "PMI_FD" in env and "MPI_LOCALNRANKS" not in env and "PMIX_RANK" not in env
+    if not (srun_pmi and nodes.isdigit() and int(nodes) > 1):
+        return {}
+    if "MPIR_CVAR_CH4_NETMOD" in env or "MPICH_CH4_NETMOD" in env:
+        return {}
+    return {"MPIR_CVAR_CH4_NETMOD": "ofi"}
+
+
 def world() -> Any:
-    """``MPI.COMM_WORLD`` (initialising MPI on first use)."""
+    """``MPI.COMM_WORLD`` (initialising MPI on first use, after :func:`mpi_env_defaults`)."""
+    if "mpi4py.MPI" not in sys.modules:
+        for key, value in mpi_env_defaults().items():
+            os.environ.setdefault(key, value)
     from mpi4py import MPI
 
     return MPI.COMM_WORLD
+
+
+@contextlib.contextmanager
+def start_watchdog(timeout: float | None = None) -> Iterator[None]:
+    """End this process (exit 1, with a traceback) if the block takes over ``timeout`` s.
+
+    For MPI start-up: a rank that cannot reach the others would wait in ``MPI_Init`` or the
+    first collective forever (until the wall time). The watchdog is a C thread
+    (:func:`faulthandler.dump_traceback_later`), so it fires while MPI holds the GIL; with
+    ``srun --kill-on-bad-exit=1`` the whole step ends. ``timeout`` defaults to
+    ``HPCML_MPI_START_TIMEOUT`` (else :data:`START_TIMEOUT`); ``0`` disables it.
+    """
+    if timeout is None:
+        try:
+            timeout = float(os.environ.get("HPCML_MPI_START_TIMEOUT") or START_TIMEOUT)
+        except ValueError:
+            timeout = START_TIMEOUT
+    if timeout <= 0:
+        yield
+        return
+    sys.stderr.flush()
+    faulthandler.dump_traceback_later(timeout, exit=True)
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
 
 
 def world_rank() -> int:
@@ -103,9 +168,10 @@ def join_world(threads_cli: int | None = None) -> tuple[Any, int]:
     """
     from hpcml.core.threads import thread_env, threads_per_rank
 
-    comm = world()
-    check_launch()
-    layout = node_layout(comm)
+    with start_watchdog():  # prints "Timeout (h:mm:ss)!" and where this rank waited
+        comm = world()
+        check_launch()
+        layout = node_layout(comm)
     threads, _ = threads_per_rank(layout["ranks_on_node"], cli=threads_cli)
     os.environ.update(thread_env(threads))
     return comm, threads
