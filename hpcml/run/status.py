@@ -295,7 +295,7 @@ class RunStatus:
             if key is None:
                 continue
             self._records[key] = rec
-            if _journal_time(path) >= born:
+            if journal_time(path) >= born:
                 self._this_run[key] = rec
 
     def snapshot(self) -> dict[str, Any]:
@@ -414,7 +414,7 @@ def _command(argv: list[str]) -> list[str]:
     return list(argv)
 
 
-def _journal_time(path: Path) -> float:
+def journal_time(path: Path) -> float:
     """When a journal file was opened: the time stamp in its name (its mtime if none)."""
     parts = path.name.split("-")
     for part in parts:
@@ -496,11 +496,11 @@ def format_status(status: Mapping[str, Any], now: float | None = None,
                      f" busy {busy}, {doing}")
     summary = status.get("summary")
     if summary:
-        lines.append(_summary_line(summary))
+        lines.append(summary_line(summary))
     return "\n".join(lines)
 
 
-def _summary_line(s: Mapping[str, Any]) -> str:
+def summary_line(s: Mapping[str, Any]) -> str:
     from hpcml.core.progress import format_duration
 
     failed = f"{s['failed']} failed"

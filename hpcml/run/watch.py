@@ -110,10 +110,10 @@ class Watch:
         self._ended = True
         summary = self.status.finish(state, **kw) if self.status is not None else None
         if summary is not None:
-            from hpcml.run.status import _summary_line
+            from hpcml.run.status import summary_line
 
             log = self.logger.warning if state == "failed" else self.logger.info
-            log("%s: %s", state, _summary_line(summary))
+            log("%s: %s", state, summary_line(summary))
 
 
 @contextlib.contextmanager
