@@ -123,9 +123,15 @@ def _from_journal(out: Path, manifest: Mapping[str, Any]):
     complete = len(results) == len(grid)
     cv = format_cv_results(grid.candidates, grid.n_splits, results, spec.metric_names,
                            spec.return_train_score, partial=not complete)
-    cv = {k: (np.asarray(v.filled(np.nan) if v.dtype.kind in "fiu" else v.astype(object))
-              if isinstance(v, np.ma.MaskedArray) else v) for k, v in cv.items()}
+    cv = {k: _unmask(v) if isinstance(v, np.ma.MaskedArray) else v for k, v in cv.items()}
     return cv, grid.n_splits, complete, spec.refit_metric
+
+
+def _unmask(column: np.ma.MaskedArray) -> np.ndarray:
+    """A ``param_*`` column as objects, ``None`` where a candidate has no such parameter."""
+    out = np.array(column.data, dtype=object)
+    out[np.ma.getmaskarray(column)] = None
+    return out
 
 
 def read_cv_csv(path: str | os.PathLike) -> dict[str, Any]:

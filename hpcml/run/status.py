@@ -42,7 +42,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hpcml.run.journal import JOURNAL_DIR, Manifest, task_keys
 from hpcml.run.outputs import atomic_write_json
 
 __all__ = ["RunStatus", "JournalTail", "read_status", "is_alive", "status_path", "STATUS_FILE",
@@ -50,6 +49,7 @@ __all__ = ["RunStatus", "JournalTail", "read_status", "is_alive", "status_path",
 
 STATUS_FILE = "status.json"
 RANK_DIR = ".status"
+JOURNAL_DIR = "journal"  # hpcml.run.journal's (not imported: it loads numpy and sklearn)
 SCHEMA = 1
 #: Seconds without a heartbeat after which a run counts as dead.
 STALE_AFTER = 15.0
@@ -275,6 +275,8 @@ class RunStatus:
         """The task grid and keys, from the manifest (once fitting began: it is this run's)."""
         if self._grid is not None or self.phase == "starting":
             return
+        from hpcml.run.journal import Manifest, task_keys
+
         manifest = Manifest.read(self.out)
         if manifest is None:
             return

@@ -1,0 +1,134 @@
+"""``DIR/status.json`` on every way a run ends, and ``hpcml status`` reading it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+from helpers import SLOW_SPEC, SPEC, hpcml, start, wait_status
+
+from hpcml.run.status import format_status, is_alive, read_status
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """SPEC run to the end on one rank, with --verbose."""
+    root = tmp_path_factory.mktemp("finished")
+    (root / "spec.yaml").write_text(SPEC)
+    proc = hpcml("run", "-n", "1", "spec.yaml", "--out", "out", "--no-progress", "--verbose",
+                 cwd=root)
+    assert proc.returncode == 0, proc.stderr
+    return root / "out", proc
+
+
+def test_finished_run_status_names_the_best_candidate(finished):
+    out, run = finished
+    best = json.loads((out / "best.json").read_text())
+    status = json.loads((out / "status.json").read_text())
+    assert status["state"] == "finished" and status["phase"] == "done"
+    assert status["fits"] == {"total": 33, "done": 33, "failed": 0, "resumed": 0,
+                              "this_run": 33}
+    assert status["command"][:2] == ["hpcml", "run"] and status["hosts"]
+    assert next(iter(status["best"])) == best["model"]
+    assert status["best"][best["model"]]["params"] == best["params"]
+    assert status["summary"]["fits"] == 33 and status["summary"]["speedup"] > 0
+    proc = hpcml("status", str(out), cwd=out.parent)
+    assert proc.returncode == 0, proc.stderr
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith(" * "))
+    assert best["model"] in line and str(best["params"]) in line
+    assert "state: finished" in proc.stdout and "33/33 done" in proc.stdout
+
+
+def test_verbose_logs_carry_rank_and_host_and_rank0_sums_up(finished):
+    _, run = finished
+    logs = [ln for ln in run.stderr.splitlines() if "hpcml[rank " in ln]
+    assert logs and all(" on " in ln for ln in logs)
+    assert sum("DEBUG: task " in ln for ln in logs) == 33
+    summary = [ln for ln in logs if "INFO: finished:" in ln]
+    assert len(summary) == 1 and "33 fits" in summary[0] and "speed-up" in summary[0]
+
+
+def test_status_while_running_then_sigkill_leaves_a_stale_heartbeat(tmp_path):
+    (tmp_path / "spec.yaml").write_text(SLOW_SPEC)
+    path = tmp_path / "out" / "status.json"
+    job = start("run", "-n", "2", "spec.yaml", "--out", "out", "--no-progress", cwd=tmp_path)
+    try:
+        running = wait_status(path, lambda s: s["fits"]["this_run"] >= 4, job=job)
+        assert running["state"] == "running" and running["phase"] == "fitting"
+        assert running["fits"]["total"] == 24 and running["eta"] is not None
+        assert [r["rank"] for r in running["rank_status"]] == [0, 1]
+        # every rank is fitting a (0.3 s) task almost all the time: both show one in flight
+        both = wait_status(path, lambda s: all(r["current"] for r in s["rank_status"]), job=job)
+        assert {r["current"]["model"] for r in both["rank_status"]} == {"slow"}
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait(timeout=30)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    time.sleep(0.5)
+    status = json.loads(path.read_text())  # still valid JSON
+    assert status["state"] == "running" and 4 <= status["fits"]["done"] < 24
+    assert is_alive(status, now=status["heartbeat"] + 1, stale_after=5)
+    assert not is_alive(status, now=status["heartbeat"] + 7, stale_after=5)
+    time.sleep(2.5)
+    proc = hpcml("status", str(tmp_path / "out"), "--stale", "2", cwd=tmp_path)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "NOT ALIVE" in proc.stdout and "resume" in proc.stdout
+    # the report of the killed run comes from its journal
+    report = hpcml("report", str(tmp_path / "out"), cwd=tmp_path)
+    assert report.returncode == 0, report.stderr
+    assert "partial:" in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_sigterm_stops_with_75_and_state_stopped(tmp_path):
+    (tmp_path / "spec.yaml").write_text(SLOW_SPEC)
+    path = tmp_path / "out" / "status.json"
+    job = start("run", "-n", "2", "spec.yaml", "--out", "out", "--no-progress", cwd=tmp_path)
+    try:
+        wait_status(path, lambda s: s["fits"]["this_run"] >= 2, job=job)
+        job.send_signal(signal.SIGTERM)
+        _, err = job.communicate(timeout=60)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    assert job.returncode == 75, err
+    status = json.loads(path.read_text())
+    assert status["state"] == "stopped" and status["stop_signal"] == "SIGTERM"
+    assert 2 <= status["fits"]["done"] < 24 and status["eta"] is None
+    assert all(r["current"] is None for r in status["rank_status"])
+    proc = hpcml("status", str(tmp_path / "out"), cwd=tmp_path)
+    assert proc.returncode == 0 and "state: stopped by SIGTERM" in proc.stdout
+
+
+def test_a_run_that_fails_says_failed_with_the_error(tmp_path):
+    (tmp_path / "spec.yaml").write_text(SLOW_SPEC.replace("factories.SlowClassifier",
+                                                          "factories.broken_factory"))
+    proc = hpcml("run", "-n", "1", "spec.yaml", "--out", "out", cwd=tmp_path)
+    assert proc.returncode == 2
+    status = json.loads((tmp_path / "out" / "status.json").read_text())
+    assert status["state"] == "failed" and "factory exploded" in status["error"]
+
+
+def test_a_finished_run_folder_is_not_touched_by_a_refused_run(finished, tmp_path):
+    out, _ = finished
+    before = (out / "status.json").read_bytes()
+    proc = hpcml("run", "-n", "1", "spec.yaml", "--out", "out", cwd=out.parent)
+    assert proc.returncode == 2 and "finished run" in proc.stderr
+    assert (out / "status.json").read_bytes() == before
+
+
+def test_another_rank_that_failed_makes_the_status_failed(tmp_path):
+    t = time.time()
+    (tmp_path / "status.json").write_text(json.dumps(
+        {"state": "running", "started": t, "heartbeat": t, "interval": 2.0}))
+    (tmp_path / ".status").mkdir()
+    (tmp_path / ".status" / "rank00001.json").write_text(json.dumps(
+        {"rank": 1, "started": t, "error": "ValueError: boom (task 3 on rank 1, node7)"}))
+    [status] = read_status(tmp_path)
+    assert status["state"] == "failed" and "boom" in status["error"]
+    assert "state: failed" in format_status(status, now=t)
