@@ -40,7 +40,7 @@ def plot_fold_spread(data: RunData, metric: str | None = None, top: int = 3) -> 
     fig = new_figure(7.5, 0.9 + 0.38 * len(chosen))
     ax = fig.add_subplot()
     values = [scores[i][np.isfinite(scores[i])] for i in chosen]
-    box = ax.boxplot(values, vert=False, widths=0.55, patch_artist=True, showfliers=False)
+    box = ax.boxplot(values, widths=0.55, patch_artist=True, showfliers=False, **_horizontal())
     for patch, i in zip(box["boxes"], chosen, strict=True):
         patch.set_facecolor(colors[str(models[i])])
         patch.set_alpha(0.35)
@@ -54,3 +54,11 @@ def plot_fold_spread(data: RunData, metric: str | None = None, top: int = 3) -> 
     ax.set_title(f"fold-to-fold spread ({data.n_splits} folds), top {top} of each model",
                  fontsize=10)
     return fig
+
+
+def _horizontal() -> dict[str, Any]:
+    """``boxplot``'s keyword for horizontal boxes (``vert`` is deprecated in 3.11)."""
+    import matplotlib
+
+    major, minor = (int(p) for p in matplotlib.__version__.split(".")[:2])
+    return {"orientation": "horizontal"} if (major, minor) >= (3, 10) else {"vert": False}

@@ -62,7 +62,7 @@ def plot_nested(rows: Sequence[Mapping[str, Any]]) -> Any:
             lo, hi = float(finite.min()), float(finite.max())
             pad = max((hi - lo) * 0.5, abs(hi) * 0.02, 1e-9)
             ax.set_ylim(lo - pad if lo - pad > 0 or lo < 0 else 0, hi + pad)
-            ax.legend(fontsize=8, loc="lower right")
+            ax.legend(fontsize=8, loc="best")
         ax.set_xticks(x, [str(i) for i in x])
         ax.set_xlabel("outer fold")
         ax.set_title(name, fontsize=10)

@@ -64,7 +64,8 @@ def plot_timeline(records: Sequence[Mapping[str, Any]], n_ranks: int | None = No
     nums = timeline_numbers(records, n_ranks)
     ranks = int(nums["ranks"])
     t0 = min(float(r["start"]) for r in records)
-    models = sorted(set((task_model or {}).values()))
+    task_model = task_model or {}
+    models = list(dict.fromkeys(task_model[t] for t in sorted(task_model)))  # grid order
     colors = model_colors(models) if models else {}
     fig = new_figure(8.0, 1.3 + 0.42 * ranks)
     ax = fig.add_subplot()
@@ -73,7 +74,7 @@ def plot_timeline(records: Sequence[Mapping[str, Any]], n_ranks: int | None = No
     for rec in records:
         rank = int(rec.get("rank", 0))
         start, end = float(rec["start"]) - t0, float(rec["end"]) - t0
-        model = (task_model or {}).get(int(rec.get("task", -1)))
+        model = task_model.get(int(rec.get("task", -1)))
         failed = bool(rec.get("error"))
         ax.broken_barh([(start, max(end - start, 1e-6))], (rank - 0.35, 0.7),
                        facecolor="#d62728" if failed else colors.get(model, "#1f77b4"),
@@ -90,11 +91,12 @@ def plot_timeline(records: Sequence[Mapping[str, Any]], n_ranks: int | None = No
         f"makespan {format_duration(nums['makespan'])} (solid), lower bound "
         f"{format_duration(nums['lower_bound'])} (dashed): {ratio:.2f}x; "
         f"idle {100 * nums['idle_fraction']:.0f}% (pale red)", fontsize=10)
-    for model in models:
-        ax.barh([], [], color=colors[model], label=model)
+    from matplotlib.patches import Patch
+
+    handles = [Patch(facecolor=colors[m], label=m) for m in models]
     if any(rec.get("error") for rec in records):
-        ax.barh([], [], color="#d62728", hatch="///", label="failed")
-    if models or any(rec.get("error") for rec in records):
-        fig.legend(fontsize=8, loc="outside lower center", ncol=min(len(models) + 1, 6),
-                   frameon=False)
+        handles.append(Patch(facecolor="#d62728", hatch="///", label="failed"))
+    handles.append(Patch(facecolor="#f4d6d6", label="idle"))
+    fig.legend(handles=handles, fontsize=8, loc="outside lower center",
+               ncol=min(len(handles), 6), frameon=False)
     return fig
