@@ -132,3 +132,28 @@ def test_another_rank_that_failed_makes_the_status_failed(tmp_path):
     [status] = read_status(tmp_path)
     assert status["state"] == "failed" and "boom" in status["error"]
     assert "state: failed" in format_status(status, now=t)
+
+
+def test_status_command_is_light_for_a_login_node(finished):
+    """``hpcml status`` reads a file: it must not load numpy or scikit-learn (seconds on a
+    busy login node's file system)."""
+    import subprocess
+    import sys
+
+    from helpers import env
+
+    out, _ = finished
+    code = ("import sys; from hpcml.cli.main import main; rc = main(['status', sys.argv[1]]); "
+            "print(sorted(m for m in ('numpy', 'sklearn', 'matplotlib') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code, str(out)], env=env(),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_quiet_run_prints_no_progress_and_no_info(tmp_path):
+    (tmp_path / "spec.yaml").write_text(SPEC)
+    proc = hpcml("run", "-n", "1", "spec.yaml", "--out", "out", "--quiet", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    assert json.loads((tmp_path / "out" / "status.json").read_text())["state"] == "finished"
