@@ -32,7 +32,7 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from hpcml.run.status import STALE_AFTER, format_status, is_alive, read_status
+    from hpcml.run.status import format_status, is_alive, read_status
 
     out = Path(args.out)
     if not out.is_dir():
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if not found:
         raise UsageError(f"{out}: no status.json (a run that never started, or one made "
                          "before hpcml wrote status files); 'hpcml collect DIR' reads the journal")
-    stale = args.stale if args.stale is not None else STALE_AFTER
+    stale = args.stale
     now = time.time()
     for i, status in enumerate(found):
         if args.json:

@@ -11,6 +11,9 @@ and busy time; a small ``DIR/.status/rankNNNNN.json`` per rank, written by the s
 thread, gives the task it is fitting now (engines announce a task's start to observers with
 a ``task_started(task)`` method).
 
+The file appears once the run is past its checks (its ``manifest.json`` is written, or a
+fit starts): bad input that the run refuses before writing anything leaves no status.
+
 The file holds (schema version 1)::
 
     state        running | finished | stopped | failed
@@ -95,8 +98,9 @@ def _rank_files(out: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 def is_alive(status: Mapping[str, Any], now: float | None = None,
-             stale_after: float = STALE_AFTER) -> bool:
-    """Whether a ``running`` status has a fresh heartbeat.
+             stale_after: float | None = None) -> bool:
+    """Whether a ``running`` status has a heartbeat younger than ``stale_after`` seconds
+    (default: :data:`STALE_AFTER`, or three write intervals if that is longer).
 
     Examples
     --------
@@ -110,7 +114,8 @@ def is_alive(status: Mapping[str, Any], now: float | None = None,
     if status.get("state") != "running":
         return False
     now = time.time() if now is None else now
-    limit = max(stale_after, 3 * float(status.get("interval") or 0.0))
+    limit = stale_after if stale_after is not None else max(
+        STALE_AFTER, 3 * float(status.get("interval") or 0.0))
     return now - float(status.get("heartbeat") or 0.0) <= limit
 
 
@@ -182,6 +187,7 @@ class RunStatus:
         self.stop_signal: str | None = None
         self.summary: dict[str, Any] | None = None
         self._current: tuple[int, float] | None = None
+        self._armed = False  # past the run's checks: files may be written
         self._t0: float | None = None  # when this rank started fitting
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -202,12 +208,14 @@ class RunStatus:
                 self._t0 = now
             self._current = (int(task), now)
             self.phase = "fitting"
+            self._armed = True
 
     def result(self, r: Any) -> None:
         """A fit ended on this rank."""
         with self._lock:
             self._current = None
             self.phase = "fitting"
+            self._armed = True
 
     def task_failed(self, task: int, exc: BaseException) -> None:
         """``task`` raised out of the fit (not a fit error: those are scored): the engine
@@ -237,14 +245,28 @@ class RunStatus:
             self.phase, self._current = "done", None
         self._wake.set()
         self._thread.join(timeout=30)
+        if state == "failed" and not self.armed():
+            return None  # refused before anything was written: keep it that way
         try:
             self.write()
         except OSError as exc:  # a full disk must not hide the run's own outcome
             sys.stderr.write(f"hpcml: warning: cannot write {self.path}: {exc}\n")
         return self.summary
 
+    def armed(self) -> bool:
+        """Whether the run is past its checks: a fit started, or it wrote its manifest."""
+        if not self._armed:
+            try:
+                fresh = (self.out / "manifest.json").stat().st_mtime >= self.started - 1.0
+            except OSError:
+                fresh = False
+            self._armed = fresh
+        return self._armed
+
     def _loop(self) -> None:
         while not self._wake.wait(self.interval):
+            if not self.armed():
+                continue
             try:
                 self.write()
             except Exception:  # noqa: BLE001 - a status must never break a run
@@ -320,6 +342,9 @@ class RunStatus:
             rate = n_this / max(now - t0, 1e-9)
             eta = (total - n_done) / rate if n_done < total else 0.0
         ranks = self._ranks(this_run, current, now, t0)
+        if state != "running":  # over: nobody fits (the other ranks' last files may lag)
+            for r in ranks:
+                r["current"] = None
         hosts = sorted({self.host, *(r["host"] for r in ranks if r.get("host"))})
         status = {
             "schema": SCHEMA,
@@ -452,7 +477,7 @@ def _since(t: float | None, now: float) -> str:
 
 
 def format_status(status: Mapping[str, Any], now: float | None = None,
-                  stale_after: float = STALE_AFTER) -> str:
+                  stale_after: float | None = None) -> str:
     """``status.json`` as text for a person."""
     from hpcml.core.progress import format_duration
 

@@ -13,7 +13,6 @@ import os
 import socket
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from hpcml.errors import UsageError
@@ -41,7 +40,7 @@ def setup_logging(verbosity: int = 0, rank: int = 0, host: str | None = None,
     Parameters
     ----------
     verbosity : int
-        ``-1`` (``--quiet``): warnings only; ``0``: rank 0 logs the start and the summary,
+        ``-1`` (``--quiet``): warnings only; ``0``: rank 0 logs the summary at the end,
         other ranks warnings only; ``1`` (``--verbose``): every rank logs every fit.
     rank : int
         This rank.
@@ -112,7 +111,8 @@ class Watch:
         if summary is not None:
             from hpcml.run.status import summary_line
 
-            log = self.logger.warning if state == "failed" else self.logger.info
+            # a failure is already told by its error (one line for bad input): no more here
+            log = self.logger.debug if state == "failed" else self.logger.info
             log("%s: %s", state, summary_line(summary))
 
 
@@ -123,8 +123,8 @@ def watch_run(out: str | os.PathLike | None, rank: int = 0, size: int = 1, *,
     """Log and keep ``DIR/status.json`` for the run inside the block (on every rank).
 
     The block calls :meth:`Watch.done` with the run's result; leaving it by an exception
-    writes ``failed`` with the exception's text. A folder that holds a finished run (which
-    the run will refuse, unless ``force``) is not touched.
+    writes ``failed`` with the exception's text. Bad input that the run refuses before it
+    writes anything (spec, data, a folder holding a finished run) leaves no status either.
 
     Examples
     --------
@@ -140,7 +140,7 @@ def watch_run(out: str | os.PathLike | None, rank: int = 0, size: int = 1, *,
         status = RunStatus(out, rank, size, shard=shard, interval=interval)
     watch = Watch(status, logger)
     if rank == 0:
-        logger.info("run of %s rank(s) started; status: %s", size,
+        logger.debug("run of %s rank(s) started; status: %s", size,
                     status.path if status is not None else "(no --out)")
     try:
         yield watch
@@ -163,5 +163,4 @@ def _may_write(out: str | os.PathLike, force: bool) -> bool:
         check_out_dir(out, force)
     except UsageError:
         return False
-    Path(out).mkdir(parents=True, exist_ok=True)
     return True

@@ -105,13 +105,38 @@ def test_sigterm_stops_with_75_and_state_stopped(tmp_path):
     assert proc.returncode == 0 and "state: stopped by SIGTERM" in proc.stdout
 
 
-def test_a_run_that_fails_says_failed_with_the_error(tmp_path):
+FAILING_SPEC = """\
+data:
+  generator: sklearn.datasets.make_classification
+  params: {n_samples: 120, n_features: 5, random_state: 3}
+cv: {splitter: StratifiedKFold, n_splits: 3}
+scoring: [accuracy]
+error_score: raise
+models:
+  picky:
+    estimator: factories.PickyLogistic
+    grid: {C: [0.1, 0.5, 1.0, 2.0, 4.0]}
+"""
+
+
+def test_a_fit_that_raises_makes_the_run_failed_with_its_error(tmp_path):
+    """``error_score: raise``: the fit's exception aborts every rank; whichever rank it was,
+    the status says failed, with the error (the root's own file, or the rank's)."""
+    (tmp_path / "spec.yaml").write_text(FAILING_SPEC)
+    proc = hpcml("run", "-n", "2", "spec.yaml", "--out", "out", "--no-progress", cwd=tmp_path)
+    assert proc.returncode not in (0, 2, 75)
+    [status] = read_status(tmp_path / "out")
+    assert status["state"] == "failed" and "is above 1.0" in status["error"], status
+    shown = hpcml("status", "out", cwd=tmp_path)
+    assert "state: failed" in shown.stdout and "is above 1.0" in shown.stdout
+
+
+def test_bad_input_refused_before_the_run_leaves_no_status(tmp_path):
     (tmp_path / "spec.yaml").write_text(SLOW_SPEC.replace("factories.SlowClassifier",
                                                           "factories.broken_factory"))
     proc = hpcml("run", "-n", "1", "spec.yaml", "--out", "out", cwd=tmp_path)
-    assert proc.returncode == 2
-    status = json.loads((tmp_path / "out" / "status.json").read_text())
-    assert status["state"] == "failed" and "factory exploded" in status["error"]
+    assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_finished_run_folder_is_not_touched_by_a_refused_run(finished, tmp_path):
