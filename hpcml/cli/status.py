@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -43,14 +44,17 @@ def run(args: argparse.Namespace) -> int:
                          "before hpcml wrote status files); 'hpcml collect DIR' reads the journal")
     stale = args.stale
     now = time.time()
-    for i, status in enumerate(found):
+    texts = []
+    for status in found:
         if args.json:
-            print(json.dumps(status, indent=2))
+            texts.append(json.dumps(status, indent=2))
             continue
-        if i:
-            print()
-        if status.get("shard"):
-            print(f"shard {status['shard']}:")
-        print(format_status(status, now=now, stale_after=stale))
+        head = f"shard {status['shard']}:\n" if status.get("shard") else ""
+        texts.append(head + format_status(status, now=now, stale_after=stale))
+    try:
+        sys.stdout.write("\n\n".join(texts) + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:  # hpcml status DIR | head
+        sys.stderr.close()
     dead = any(s.get("state") == "running" and not is_alive(s, now, stale) for s in found)
     return 3 if dead else 0

@@ -19,12 +19,15 @@ def leaderboard(data: RunData, top: int = 5) -> list[dict[str, Any]]:
     -------
     list of dict
         ``{"model", "rank", "params", "scores": {metric: (mean, std)}, "folds", "fit_time"}``;
-        ``rank`` is the overall rank by the first metric (``None`` when no fold finished).
+        ``rank`` is the overall rank by the first metric, as ``rank_test_<metric>`` (``None``
+        when no fold finished).
     """
     metric = data.metrics[0]
     means = np.asarray(data.cv[f"mean_test_{metric}"], dtype=float)
     order = sorted(range(len(means)), key=lambda i: (math.isnan(means[i]), -np.nan_to_num(means[i])))
-    overall = {i: pos + 1 for pos, i in enumerate(order) if not math.isnan(means[i])}
+    ranks = data.cv.get(f"rank_test_{metric}")  # scikit-learn's: ties share a rank
+    overall = {i: int(ranks[i]) if ranks is not None else pos + 1
+               for pos, i in enumerate(order) if not math.isnan(means[i])}
     per_model: dict[str, list[int]] = {}
     models = data.cv.get("model", ["model"] * data.n_rows)
     for i in order:

@@ -387,7 +387,7 @@ class RunStatus:
             if rec.get("error") is None and isinstance(value, (int, float)) and math.isfinite(value):
                 scores[self._keys[key] // grid.n_splits].append(float(value))
         best: dict[str, Any] = {}
-        for c, values in scores.items():
+        for c, values in sorted(scores.items()):  # ties: the first candidate, as sklearn
             cand = grid.candidates[c]
             mean = sum(values) / len(values)
             if cand.model not in best or mean > best[cand.model]["mean"]:
