@@ -182,3 +182,40 @@ def test_quiet_run_prints_no_progress_and_no_info(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     assert json.loads((tmp_path / "out" / "status.json").read_text())["state"] == "finished"
+
+
+def test_summary_names_failures_with_the_first_error_and_the_speedup():
+    from hpcml.run.status import _summary, summary_line
+
+    records = [{"fit_time": 2.0, "score_time": 0.5, "error": None},
+               {"fit_time": 1.0, "score_time": 0.0,
+                "error": "Traceback (most recent call last):\n  ...\nValueError: C=2 is above 1.0"},
+               {"fit_time": 1.5, "score_time": 0.0, "error": None}]
+    s = _summary(records, wall=2.5, ranks=2)
+    assert (s["fits"], s["failed"], s["first_error"]) == (3, 1, "ValueError: C=2 is above 1.0")
+    assert s["speedup"] == pytest.approx(5.0 / 2.5)
+    line = summary_line(s)
+    assert "3 fits, 1 failed (first: ValueError: C=2 is above 1.0)" in line
+    assert "wall 2.5s" in line and "speed-up 2.00x" in line
+
+
+def test_format_status_shows_each_rank_and_the_eta():
+    t = 1000.0
+    status = {
+        "state": "running", "phase": "fitting", "heartbeat": t, "interval": 2.0,
+        "started": t - 60, "elapsed": 60.0, "ranks": 2, "hosts": ["n1", "n2"],
+        "command": ["hpcml", "run", "s.yaml"], "eta": 125.0, "metric": "r2",
+        "fits": {"total": 40, "done": 10, "failed": 1, "resumed": 0, "this_run": 10},
+        "best": {"ridge": {"params": {"alpha": 1.0}, "mean": 0.91, "std": 0.02, "folds": "4/4"}},
+        "rank_status": [
+            {"rank": 0, "host": "n1", "fits": 6, "busy_fraction": 0.97,
+             "current": {"task": 12, "model": "ridge", "params": {"alpha": 10.0}, "fold": 2,
+                         "since": t - 3, "seconds": 3.0}},
+            {"rank": 1, "host": "n2", "fits": 4, "busy_fraction": 0.5, "current": None}],
+    }
+    text = format_status(status, now=t + 1)
+    assert "state: running (fitting" in text and "ETA 2m05s" in text
+    assert "10/40 done, 1 failed" in text and "* ridge {'alpha': 1.0}: 0.91" in text
+    assert "rank 0 on n1: 6 fits, busy 97%, fitting ridge {'alpha': 10.0} fold 2" in text
+    assert "rank 1 on n2: 4 fits, busy 50%, idle" in text
+    assert "NOT ALIVE" in format_status(status, now=t + 60)
