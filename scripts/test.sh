@@ -5,7 +5,8 @@
 #   3. the MPI tests on every rank, under mpiexec -n 1, 2 and 3 (each with a hard timeout)
 #   4. the Slurm tests against a real one-node cluster started by the tests (tests/slurm)
 #   5. the two-node tests against a real two-node cluster in network namespaces (tests/multinode)
-#   6. the plain pytest suite (pure logic, CLI, hpcml run under mpiexec)
+#   6. the plain pytest suite (pure logic, CLI, hpcml run under mpiexec, the report in a
+#      headless Chromium: tests/report)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,7 +16,15 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]' 2>&1 \
     | grep -v "^WARNING: Location" || true
-.venv/bin/python -c "import hpcml, mpi4py.MPI" >/dev/null
+.venv/bin/python -c "import hpcml, mpi4py.MPI, matplotlib" >/dev/null  # matplotlib: [test]
+
+# The report tests render report.html in Debian's chromium: installed here when missing and
+# root (tests/report/browser.py tries the same); in CI (CI=true) a missing browser fails them.
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "== installing chromium (apt-get) for the report tests"
+    DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null
+fi
 
 export UCX_LOG_LEVEL=error  # MPICH's UCX layer warns about benign pools at exit
 export PYTHONDONTWRITEBYTECODE=1

@@ -27,6 +27,8 @@ gathered into scikit-learn's cv_results_ format, and the best model is refit and
 COMMANDS = {
     "run": "run",
     "collect": "collect",
+    "status": "status",
+    "report": "report",
     "predict": "predict",
     "info": "info",
     "plan": "plan",

@@ -90,6 +90,11 @@ def add_parser(sub: Any) -> None:
         "merge the shards with 'hpcml collect DIR'",
     )
     run.add_argument("--no-progress", action="store_true", help="do not show progress")
+    talk = run.add_mutually_exclusive_group()
+    talk.add_argument("-v", "--verbose", action="store_true",
+                      help="log every fit on every rank (rank and host in each line)")
+    talk.add_argument("-q", "--quiet", action="store_true",
+                      help="only warnings and errors: no progress, no summary")
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:
@@ -132,12 +137,18 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
 def _run_rank(args: argparse.Namespace, out: str) -> int:
     def work(rank: Rank) -> int:
         from hpcml.run.experiment import run_experiment
+        from hpcml.run.watch import watch_run
 
-        result = run_experiment(
-            args.spec, out, comm=rank.comm_or_none, threads=rank.threads,
-            progress=not args.no_progress, force=args.force, shard=args.shard,
-            fit_timeout=args.fit_timeout, stop=rank.stop,
-        )
+        verbosity = 1 if args.verbose else -1 if args.quiet else 0
+        with watch_run(out, rank.rank, rank.size, verbosity=verbosity, force=args.force,
+                       shard=args.shard) as watch:
+            result = run_experiment(
+                args.spec, out, comm=rank.comm_or_none, threads=rank.threads,
+                progress=not (args.no_progress or args.quiet), force=args.force,
+                shard=args.shard, fit_timeout=args.fit_timeout, stop=rank.stop,
+                observers=watch.observers,
+            )
+            watch.done(result, stop_signal=rank.stop.signal_name)
         if result.interrupted and not result.complete:
             if rank.rank == 0:
                 sys.stderr.write(

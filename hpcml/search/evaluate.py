@@ -129,8 +129,30 @@ def evaluate_grid(
                            *(extra_observers or ())])
     with thread_budget(threads):
         if fit_timeout is None:
-            return engine.run(plan, run_task, observers, should_stop)
+            return engine.run(plan, _announced(run_task, todo, observers), observers, should_stop)
         metrics = list(next(iter(scorers.values())))
         with TimeoutRunner(run_task, fit_timeout, metrics, error_score, return_train_score) as tr:
-            return engine.run(plan, tr, observers, should_stop)
+            return engine.run(plan, _announced(tr, todo, observers), observers, should_stop)
 
+
+def _announced(run_task: Any, todo: np.ndarray, observers: Observers) -> Any:
+    """``run_task`` that tells the observers with a ``task_started(task)`` which task starts,
+    and those with a ``task_failed(task, exc)`` what raised out of it (the engine aborts every
+    rank next); in this process, not in a fit's worker."""
+    starts = [o.task_started for o in observers.observers if hasattr(o, "task_started")]
+    fails = [o.task_failed for o in observers.observers if hasattr(o, "task_failed")]
+    if not starts and not fails:
+        return run_task
+
+    def run(i: int) -> FitResult:
+        task = int(todo[i])
+        for start in starts:
+            start(task)
+        try:
+            return run_task(i)
+        except BaseException as exc:
+            for fail in fails:
+                fail(task, exc)
+            raise
+
+    return run

@@ -112,8 +112,13 @@ def _run_on_ranks(spec: Any, out: str | None, threads: int | None, force: bool,
     from hpcml.run.rank import Rank, on_rank
 
     def work(rank: Rank) -> Any:
-        result = run_experiment(spec, out, comm=rank.comm_or_none, threads=rank.threads,
-                                force=force, stop=rank.stop if stop_signals else None)
+        from hpcml.run.watch import watch_run
+
+        with watch_run(out, rank.rank, rank.size, force=force) as watch:  # DIR/status.json
+            result = run_experiment(spec, out, comm=rank.comm_or_none, threads=rank.threads,
+                                    force=force, stop=rank.stop if stop_signals else None,
+                                    observers=watch.observers)
+            watch.done(result, stop_signal=rank.stop.signal_name)
         if stop_signals and rank.stop() and not result.complete:
             if rank.rank == 0:
                 sys.stderr.write(f"hpcml: stopped by {rank.stop.signal_name}; the finished "

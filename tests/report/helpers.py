@@ -1,0 +1,80 @@
+"""Run ``hpcml`` as a user would, in a fresh process with a hard timeout."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+TESTS = Path(__file__).resolve().parents[1]
+
+#: 2 models; logit's C spans orders of magnitude (log axis), tree has two parameters (heatmap).
+SPEC = """\
+data:
+  generator: sklearn.datasets.make_classification
+  params: {n_samples: 240, n_features: 6, random_state: 1}
+cv: {splitter: StratifiedKFold, n_splits: 3, shuffle: true, random_state: 0}
+scoring: [roc_auc, accuracy]
+refit: roc_auc
+models:
+  logit:
+    estimator: sklearn.linear_model.LogisticRegression
+    params: {max_iter: 500}
+    grid: {C: [0.001, 0.01, 0.1, 1.0, 10.0]}
+  tree:
+    estimator: sklearn.tree.DecisionTreeClassifier
+    params: {random_state: 0}
+    grid: {max_depth: [1, 2, 4], min_samples_leaf: [1, 10]}
+"""
+
+#: 24 fits of 0.3 s: about 4 s on two ranks, long enough to watch and to kill.
+SLOW_SPEC = """\
+data:
+  generator: sklearn.datasets.make_classification
+  params: {n_samples: 120, n_features: 5, random_state: 3}
+cv: {splitter: StratifiedKFold, n_splits: 4}
+scoring: [accuracy]
+models:
+  slow:
+    estimator: factories.SlowClassifier
+    grid: {delay: [0.3], C: [1, 2, 3, 4, 5, 6]}
+"""
+
+
+def env() -> dict[str, str]:
+    out = {**os.environ, "UCX_LOG_LEVEL": "error",
+           "PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS.parent),
+                                          os.environ.get("PYTHONPATH", "")])}
+    for var in ("PMI_RANK", "PMI_SIZE", "PMI_FD", "OMPI_COMM_WORLD_SIZE", "HYDRA_CONTROL_FD",
+                "PMIX_RANK"):
+        out.pop(var, None)
+    return out
+
+
+def hpcml(*args: str, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hpcml", *args], cwd=cwd, env=env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def start(*args: str, cwd: Path) -> subprocess.Popen:
+    """``hpcml ARGS`` in the background, in its own session (kill the group to kill all)."""
+    return subprocess.Popen([sys.executable, "-m", "hpcml", *args], cwd=cwd, env=env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def wait_status(path: Path, ok, timeout: float = 90, job: subprocess.Popen | None = None):
+    """Poll ``path`` until ``ok(status)``; every read must be valid JSON once it exists."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            status = json.loads(path.read_text())  # atomic writes: never torn
+            if ok(status):
+                return status
+        if job is not None and job.poll() is not None:
+            raise AssertionError(f"the run ended first ({job.returncode}): {job.stderr.read()}")
+        time.sleep(0.1)
+    raise AssertionError(f"{path}: condition not met after {timeout}s")
