@@ -208,8 +208,9 @@ class FarmEngine(Engine):
                 work += float(est[items].sum()) if est is not None else 0.0
                 obs.update(len(out), work=work)
                 if stop():
-                    self.interrupted = True
                     break
+            # A stop seen here or while waiting (the stream then ends early).
+            self.interrupted = stop() and len(out) < sum(len(c) for c in chunks)
         finally:
             obs.close()
         return out

@@ -190,5 +190,7 @@ def run_info(spec: ExperimentSpec, *, engine_info: dict[str, Any], layout: dict[
         "wall_time": time.time() - wall0,
         "command": sys.argv,
     }
+    if engine_info.get("options"):  # an engine's settings (workers, addresses, versions)
+        info["engine_options"] = engine_info["options"]
     info.update(extra)
     return info
