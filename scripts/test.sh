@@ -4,7 +4,8 @@
 #   2. ruff
 #   3. the MPI tests on every rank, under mpiexec -n 1, 2 and 3 (each with a hard timeout)
 #   4. the Slurm tests against a real one-node cluster started by the tests (tests/slurm)
-#   5. the plain pytest suite (pure logic, CLI, hpcml run under mpiexec)
+#   5. the plain pytest suite (pure logic, CLI, hpcml run under mpiexec, the other engines in
+#      tests/engines: loky, Dask, Ray and Spark on local clusters; Spark needs Java 17)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,7 +13,7 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]' 2>&1 \
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test,dask,ray,spark]' 2>&1 \
     | grep -v "^WARNING: Location" || true
 .venv/bin/python -c "import hpcml, mpi4py.MPI" >/dev/null
 

@@ -32,6 +32,19 @@ def _run_items(tasks: FitTasks, items: Sequence[int], t0: float, X: Any, y: Any
     return tasks.run_items(items, X, y, t0)
 
 
+def _loopback_only() -> None:
+    """Make a local Ray listen on 127.0.0.1 only (its servers bind to the node's IP).
+
+    ``ray.init()`` turns a loopback ``_node_ip_address`` into the machine's reachable IP; it
+    keeps 127.0.0.1 only when multi-node clusters are off (Ray's switch for laptops). Set for
+    this process (a constant Ray read at import) and the Ray processes it starts.
+    """
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    constants = getattr(getattr(ray, "_private", None), "ray_constants", None)
+    if constants is not None and hasattr(constants, "ENABLE_RAY_CLUSTER"):
+        constants.ENABLE_RAY_CLUSTER = False
+
+
 class RayEngine(FarmEngine):
     """Chunks of the plan as Ray tasks of ``threads`` CPUs each.
 
@@ -39,7 +52,7 @@ class RayEngine(FarmEngine):
     ----------
     address : str, optional
         A running Ray cluster (``"auto"``, ``ray://host:10001``); default: a local Ray with
-        ``workers`` CPUs, listening on 127.0.0.1, without a dashboard. A Ray already
+        ``workers`` CPUs, listening on 127.0.0.1 only, without a dashboard. A Ray already
         initialised in this process is used as it is (and not shut down).
     workers : int, optional
         CPUs of the local Ray (default: the usable cores).
@@ -63,9 +76,9 @@ class RayEngine(FarmEngine):
                 ray.init(address=self.address, log_to_driver=False,
                          logging_level=logging.ERROR)
             else:
+                _loopback_only()
                 ray.init(num_cpus=super().workers, include_dashboard=False,
-                         log_to_driver=False, logging_level=logging.ERROR,
-                         _node_ip_address="127.0.0.1")
+                         log_to_driver=False, logging_level=logging.ERROR)
             self._own = True
         self._remote = ray.remote(_run_items).options(num_cpus=self.threads)
 

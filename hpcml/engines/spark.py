@@ -120,7 +120,14 @@ class SparkEngine(FarmEngine):
 
         # joblib runs a call of n_jobs=1 in this process: ask for two slots, give one task.
         parallel = Parallel(n_jobs=max(self.workers, 2), backend="spark")
-        out = parallel([delayed(_run_items)(tasks, items, t0, data["X"], data["y"])])[0]
+        try:
+            out = parallel([delayed(_run_items)(tasks, items, t0, data["X"], data["y"])])[0]
+        except TypeError as exc:  # joblib cannot re-raise joblibspark's wrapped worker error
+            if "_ExceptionWithTraceback" not in str(exc):
+                raise
+            raise RuntimeError("a Spark task failed: its Python traceback is in the executor "
+                               "log above (is every estimator's module importable on the "
+                               "executors?)") from None
         if not isinstance(out, list):  # joblibspark hands back a worker's error as a value
             exc = getattr(out, "exc", None)
             if isinstance(exc, BaseException):

@@ -7,6 +7,7 @@ in-process runs share it; each stop test starts one ``hpcml run --engine X`` pro
 from __future__ import annotations
 
 import json
+import os
 import signal
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from enginehelpers import (
     SLOW_SPEC,
     SPEC,
     hpcml,
+    hpcml_env,
     need,
     read_scores,
     start,
@@ -56,12 +58,24 @@ def mpi(specs) -> Path:
 
 @pytest.fixture(scope="module", params=ENGINES)
 def engine(request):
-    """One engine (and its local cluster of two workers) for every test of this module."""
+    """One engine (and its local cluster of two workers) for every test of this module.
+
+    Its workers import the specs' estimators (``factories``) from the environment they start
+    with, as a user's workers would: ``tests/`` goes on ``PYTHONPATH`` first.
+    """
     need(request.param)
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = hpcml_env()["PYTHONPATH"]
     eng = get_engine(request.param, workers=2)
-    eng.start()
-    yield eng
-    eng.close()
+    try:
+        eng.start()
+        yield eng
+    finally:
+        eng.close()
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
 
 
 @pytest.mark.timeout(240)
