@@ -6,7 +6,8 @@
 #   4. the Slurm tests against a real one-node cluster started by the tests (tests/slurm)
 #   5. the two-node tests against a real two-node cluster in network namespaces (tests/multinode)
 #   6. the plain pytest suite (pure logic, CLI, hpcml run under mpiexec, the report in a
-#      headless Chromium: tests/report)
+#      headless Chromium: tests/report, the other engines in tests/engines: loky, Dask,
+#      Ray and Spark on local clusters; Spark needs Java 17)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,7 +15,7 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]' 2>&1 \
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test,dask,ray,spark]' 2>&1 \
     | grep -v "^WARNING: Location" || true
 .venv/bin/python -c "import hpcml, mpi4py.MPI, matplotlib" >/dev/null  # matplotlib: [test]
 

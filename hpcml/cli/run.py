@@ -1,4 +1,5 @@
-"""``hpcml run SPEC``: run an experiment over MPI ranks (starting them itself if need be)."""
+"""``hpcml run SPEC``: run an experiment over MPI ranks (starting them itself if need be), or
+on another engine (``--engine loky|dask|ray|spark``) from this one process."""
 
 from __future__ import annotations
 
@@ -28,6 +29,12 @@ launching:
                                        usable core (SLURM_NTASKS inside a Slurm allocation)
   hpcml run -n 4 spec.yaml             four ranks
   mpiexec -n 8 hpcml run spec.yaml     under your own launcher (also: srun --mpi=pmi2 / pmix)
+
+other engines (the same tasks, journal, resume and outputs; only where the fits run changes):
+  hpcml run spec.yaml --engine loky    worker processes on this machine, no MPI at all
+  hpcml run spec.yaml --engine dask [--scheduler-address tcp://host:8786]   (hpcml[dask])
+  hpcml run spec.yaml --engine ray [--address auto]                          (hpcml[ray])
+  hpcml run spec.yaml --engine spark [--master spark://host:7077]            (hpcml[spark])
 
 outputs in --out:
   cv_results.csv     one row per (model, candidate): scikit-learn's cv_results_ columns + model
@@ -95,6 +102,18 @@ def add_parser(sub: Any) -> None:
                       help="log every fit on every rank (rank and host in each line)")
     talk.add_argument("-q", "--quiet", action="store_true",
                       help="only warnings and errors: no progress, no summary")
+    eng = run.add_argument_group("engines (where the fits run; see README, 'Other engines')")
+    eng.add_argument(
+        "--engine", default="mpi", metavar="NAME",
+        help="mpi (default), loky, dask, ray or spark; the engines other than mpi run in this "
+        "one process and farm the fits out (-n: workers of their local cluster)",
+    )
+    eng.add_argument("--scheduler-address", metavar="ADDR",
+                     help="dask: a running scheduler (tcp://host:8786); default: a LocalCluster")
+    eng.add_argument("--address", metavar="ADDR",
+                     help="ray: a running cluster ('auto', ray://host:10001); default: ray.init()")
+    eng.add_argument("--master", metavar="URL",
+                     help="spark: a master URL (spark://host:7077); default: local[N]")
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:
@@ -106,6 +125,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     )
 
     out = args.out or str(Path("results") / Path(args.spec).stem)
+    if args.engine != "mpi" or args.scheduler_address or args.address or args.master:
+        return _run_engine(args, out)
     tasks = srun_tasks_without_mpi()
     if tasks:
         raise UsageError(srun_message(tasks))
@@ -162,6 +183,64 @@ def _run_rank(args: argparse.Namespace, out: str) -> int:
         return 0
 
     return rank_main(work, threads=args.threads_per_rank)
+
+
+#: The options of one engine only: option name -> (engine, keyword of its factory).
+_ENGINE_OPTIONS = {"scheduler_address": ("dask", "scheduler_address"),
+                   "address": ("ray", "address"), "master": ("spark", "master")}
+
+
+def _run_engine(args: argparse.Namespace, out: str) -> int:
+    """``--engine`` other than mpi: the whole run in this process, no MPI, no mpiexec."""
+    from hpcml.errors import print_error
+    from hpcml.run.launch import under_mpi_launcher
+    from hpcml.run.signals import STOP_SIGNALS, StopFlag, ignore_stop_signals, install_stop_handlers
+
+    stop = StopFlag()
+    install_stop_handlers(stop, STOP_SIGNALS)  # the engine keeps them (farm.keep_signal_handlers)
+    engine = None
+    try:
+        options: dict[str, Any] = {}
+        for dest, (name, key) in _ENGINE_OPTIONS.items():
+            value = getattr(args, dest)
+            if value is not None:
+                if args.engine != name:
+                    raise UsageError(f"--{dest.replace('_', '-')} is an option of --engine "
+                                     f"{name}, not of --engine {args.engine}")
+                options[key] = value
+        if under_mpi_launcher():
+            raise UsageError(f"--engine {args.engine} runs in one process and farms the fits "
+                             "out: start it without mpiexec/srun --mpi")
+        from hpcml.engines import get_engine
+        from hpcml.run.outputs import check_out_dir
+        from hpcml.spec.schema import precheck_spec
+
+        precheck_spec(args.spec)
+        check_out_dir(out, args.force)
+        engine = get_engine(args.engine, workers=args.ranks, threads=args.threads_per_rank,
+                            **options)
+        from hpcml.run.experiment import run_experiment
+
+        result = run_experiment(
+            args.spec, out, engine=engine, progress=not args.no_progress, force=args.force,
+            shard=args.shard, fit_timeout=args.fit_timeout, stop=stop,
+        )
+    except UsageError as exc:
+        print_error(str(exc))
+        return EXIT_USAGE
+    finally:
+        if engine is not None:
+            engine.close()
+        ignore_stop_signals(STOP_SIGNALS)
+    if result.interrupted and not result.complete:
+        sys.stderr.write(
+            f"hpcml: stopped by {stop.signal_name or 'a stop request'}; every finished fit is "
+            f"in {out}/journal. Run the same command again to resume (exit status "
+            f"{EXIT_REQUEUE}).\n"
+        )
+        return EXIT_REQUEUE
+    _summary(result)
+    return 0
 
 
 class _LauncherReport:

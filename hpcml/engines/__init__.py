@@ -1,7 +1,9 @@
 """Where the fits run: engines by name, like joblib's parallel backends.
 
 ``get_engine("mpi")`` (the default) spreads the tasks over the MPI ranks of this job;
-``"serial"`` runs them in this process. A new engine is a module that defines an
+``"serial"`` runs them in this process; ``"loky"``, ``"dask"``, ``"ray"`` and ``"spark"`` run
+the run in this one process and farm the tasks out to their workers
+(:class:`~hpcml.engines.farm.FarmEngine`). A new engine is a module that defines an
 :class:`~hpcml.engines.base.Engine` and one line here (or a call to :func:`register_engine`
 from a user's code): engines are imported only when chosen, so a missing optional package is
 reported by name only to the user who asked for that engine.
@@ -23,10 +25,17 @@ __all__ = ["Engine", "World", "SerialEngine", "SerialWorld", "Observers", "regis
 _ENGINES: dict[str, str | Callable[..., Engine]] = {
     "serial": "hpcml.engines.base:SerialEngine",
     "mpi": "hpcml.engines.mpi.engine:make_engine",
+    "loky": "hpcml.engines.loky:make_engine",
+    "dask": "hpcml.engines.dask:make_engine",
+    "ray": "hpcml.engines.ray:make_engine",
+    "spark": "hpcml.engines.spark:make_engine",
 }
+#: name -> the optional extra that installs what the engine imports (``hpcml[extra]``).
+_EXTRAS: dict[str, str] = {"dask": "dask", "ray": "ray", "spark": "spark"}
 
 
-def register_engine(name: str, factory: str | Callable[..., Engine]) -> None:
+def register_engine(name: str, factory: str | Callable[..., Engine], *,
+                    extra: str | None = None) -> None:
     """Make ``get_engine(name)`` call ``factory(**options)``.
 
     Parameters
@@ -36,8 +45,14 @@ def register_engine(name: str, factory: str | Callable[..., Engine]) -> None:
     factory : callable or str
         A callable returning an :class:`Engine`, or ``"module:attribute"`` imported on first
         use.
+    extra : str, optional
+        The optional extra (``pip install 'hpcml[extra]'``) that a failed import names.
     """
     _ENGINES[name] = factory
+    if extra is not None:
+        _EXTRAS[name] = extra
+    else:
+        _EXTRAS.pop(name, None)
 
 
 def available_engines() -> list[str]:
@@ -51,7 +66,8 @@ def get_engine(name: str | None = None, **options: Any) -> Engine:
     Raises
     ------
     UsageError
-        An unknown name, naming the known ones.
+        An unknown name, naming the known ones; an engine whose optional package is not
+        installed, naming the extra that installs it.
     """
     name = name or "mpi"
     factory = _ENGINES.get(name)
@@ -59,7 +75,18 @@ def get_engine(name: str | None = None, **options: Any) -> Engine:
         raise UsageError(f"unknown engine {name!r}; choose one of: {', '.join(available_engines())}")
     if isinstance(factory, str):
         module, _, attr = factory.partition(":")
-        factory = getattr(importlib.import_module(module), attr)
+        try:
+            factory = getattr(importlib.import_module(module), attr)
+        except ImportError as exc:
+            missing = exc.name or str(exc)
+            if missing.split(".")[0] == "hpcml" and missing != module:
+                raise  # a bug in hpcml, not a missing package
+            extra = _EXTRAS.get(name)
+            fix = (f"pip install 'hpcml[{extra}]'" if extra
+                   else f"install the package that provides {missing!r}")
+            raise UsageError(
+                f"engine {name!r} needs {missing!r}, which is not installed: {fix}"
+            ) from None
     return factory(**options)
 
 

@@ -235,6 +235,11 @@ class Engine(ABC):
 
     name: str = "engine"
     interrupted: bool = False
+    #: Seconds of estimated work per chunk of the plan at least (``None``: the scheduler's
+    #: default); engines whose dispatch costs more (a Spark job per chunk) ask for more.
+    grain: float | None = None
+    #: Whether the run's ``fit_timeout`` works on this engine (a fit stopped in a child).
+    supports_timeout: bool = True
 
     def __init__(self, world: World | None = None) -> None:
         self.world = world if world is not None else SerialWorld()
@@ -254,6 +259,11 @@ class Engine(ABC):
         rank, every rank stops taking tasks, the finished results are still returned and
         :attr:`interrupted` is set.
         """
+
+    @property
+    def workers(self) -> int:
+        """How many tasks run at once (the plan is cut for them): the world's ranks."""
+        return self.world.size
 
     def share(self, **arrays: Any) -> dict[str, Any]:
         """Give the workers the run's arrays once (before :meth:`run`); returns handles.

@@ -156,13 +156,9 @@ def versions() -> dict[str, str]:
         "hpcml": __version__,
     }
     if "mpi4py" in sys.modules:  # never start MPI just to name it
-        import mpi4py
+        from hpcml.engines.mpi.world import mpi_versions
 
-        out["mpi4py"] = mpi4py.__version__
-        if "mpi4py.MPI" in sys.modules:
-            from hpcml.engines.mpi.world import mpi_library_version
-
-            out["mpi"] = mpi_library_version()
+        out.update(mpi_versions())
     return out
 
 
@@ -190,5 +186,7 @@ def run_info(spec: ExperimentSpec, *, engine_info: dict[str, Any], layout: dict[
         "wall_time": time.time() - wall0,
         "command": sys.argv,
     }
+    if engine_info.get("options"):  # an engine's settings (workers, addresses, versions)
+        info["engine_options"] = engine_info["options"]
     info.update(extra)
     return info

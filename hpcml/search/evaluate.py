@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -12,19 +14,123 @@ from sklearn.base import clone
 from hpcml.core.costs import learn_costs, task_costs
 from hpcml.core.fitting import FitResult, Folds, candidate_estimator, fit_and_score, takes_pairwise
 from hpcml.core.progress import Progress
-from hpcml.core.schedule import CostModel, plan_chunks
+from hpcml.core.schedule import DEFAULT_GRAIN, CostModel, plan_chunks
 from hpcml.core.tasks import TaskGrid
 from hpcml.core.threads import thread_budget
 from hpcml.engines.base import Engine, Observers, ShouldStop, World
+from hpcml.errors import UsageError
 from hpcml.run.timeout import TimeoutRunner
 
-__all__ = ["evaluate_grid", "share_folds"]
+__all__ = ["evaluate_grid", "share_folds", "FitTasks", "BoundTasks"]
 
 
 def share_folds(world: World, folds: Folds | None) -> Folds:
     """The root's folds on every rank, sent as four index arrays."""
     parts = folds.arrays() if world.is_root else (None,) * 4
     return Folds.from_arrays(*[world.bcast_array(a) for a in parts])
+
+
+class FitTasks:
+    """The fit tasks of one run, as plain picklable data: a remote worker runs them.
+
+    Holds what a task needs except the data (the engine gives ``X`` and ``y`` to its workers
+    once, see :meth:`~hpcml.engines.base.Engine.share`): the task indices, candidates, folds,
+    unfitted estimators and scorers. Item ``i`` is task ``todo[i]`` of the grid.
+
+    Parameters
+    ----------
+    todo : ndarray of int64
+        Grid task index of each item.
+    grid : TaskGrid
+        Candidates by model name, times folds.
+    folds : Folds
+        The folds.
+    estimators : mapping
+        Model name to unfitted estimator.
+    scorers : mapping
+        Model name to ``{metric: scorer}``.
+    threads : int
+        Thread budget of each fit on a worker (:meth:`run_items`).
+    return_train_score, error_score, oof_methods
+        As :func:`evaluate_grid` takes them.
+    """
+
+    def __init__(self, todo: np.ndarray, grid: TaskGrid, folds: Folds,
+                 estimators: Mapping[str, Any], scorers: Mapping[str, Mapping[str, Any]], *,
+                 threads: int = 1, return_train_score: bool = False,
+                 error_score: float | str = np.nan,
+                 oof_methods: Mapping[str, str | None] | None = None) -> None:
+        self.todo = np.asarray(todo, dtype=np.int64)
+        self.candidates, self.n_splits = list(grid.candidates), grid.n_splits
+        self.folds = folds
+        self.bases = {name: clone(est) for name, est in estimators.items()}
+        self.scorers = dict(scorers)
+        self.threads = threads
+        self.return_train_score, self.error_score = return_train_score, error_score
+        self.oof_methods = dict(oof_methods) if oof_methods is not None else None
+        self._prototypes: OrderedDict[int, tuple[Any, bool]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self.todo)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_prototypes": OrderedDict()}  # the cache stays here
+
+    def prototype(self, cand: Any) -> tuple[Any, bool]:
+        """The candidate's unfitted estimator and whether it takes a pairwise X (LRU-cached:
+        a candidate's folds run together)."""
+        prototypes = self._prototypes
+        entry = prototypes.pop(cand.index, None)
+        if entry is None:
+            proto = candidate_estimator(self.bases[cand.model], cand.params)
+            entry = (proto, takes_pairwise(proto))
+        prototypes[cand.index] = entry
+        if len(prototypes) > 256:
+            prototypes.popitem(last=False)
+        return entry
+
+    def run(self, i: int, X: Any, y: Any) -> FitResult:
+        """Fit and score item ``i`` on ``X, y`` (in the caller's thread budget)."""
+        t = int(self.todo[i])
+        candidate = self.candidates[t // self.n_splits]
+        train, test = self.folds[t % self.n_splits]
+        model = candidate.model
+        proto, pairwise = self.prototype(candidate)
+        return fit_and_score(
+            proto, X, y, {}, train, test, self.scorers[model], prototype=True,
+            pairwise=pairwise, task=t, return_train_score=self.return_train_score,
+            error_score=self.error_score,
+            oof_method=None if self.oof_methods is None else self.oof_methods.get(model),
+        )
+
+    def run_items(self, items: Sequence[int], X: Any, y: Any, t0: float) -> list[FitResult]:
+        """Run ``items`` in :attr:`threads` threads (on a worker), with their start and end in
+        seconds since ``t0`` (the driver's clock) and the worker's pid as their ``rank``."""
+        rank = os.getpid()
+        out = []
+        with thread_budget(self.threads):
+            for i in items:
+                start = time.time() - t0
+                r = self.run(int(i), X, y)
+                r.rank, r.start, r.end = rank, start, time.time() - t0
+                out.append(r)
+        return out
+
+
+class BoundTasks:
+    """``run_task(i)`` of an engine: :class:`FitTasks` and the handles of the shared data.
+
+    The SPMD engines (serial, MPI) call it; the engines that farm tasks out send
+    :attr:`tasks` and :attr:`data` to their workers their own way and call
+    :meth:`FitTasks.run_items` there.
+    """
+
+    def __init__(self, tasks: FitTasks, data: Mapping[str, Any]) -> None:
+        self.tasks = tasks
+        self.data = dict(data)
+
+    def __call__(self, i: int) -> FitResult:
+        return self.tasks.run(i, self.data["X"], self.data["y"])
 
 
 def evaluate_grid(
@@ -81,6 +187,11 @@ def evaluate_grid(
     extra_observers : sequence, optional
         More observers of the run (status, logs): see :class:`~hpcml.engines.base.Observers`.
     """
+    if fit_timeout is not None and not engine.supports_timeout:
+        raise UsageError(
+            f"fit_timeout is not supported on the {engine.name} engine (its workers are not "
+            "child processes hpcml can stop); drop fit_timeout, or use --engine mpi"
+        )
     n_features = X.shape[1] if getattr(X, "ndim", 1) > 1 else 1
     n_train = int(np.mean(np.diff(folds.train_off))) if len(folds) else 0
     todo = np.arange(len(grid)) if tasks is None else np.asarray(tasks, dtype=np.int64)
@@ -92,35 +203,13 @@ def evaluate_grid(
         costs = learn_costs(costs, cand, model, dict(measured))
     costs = costs[todo]
     # The engine re-plans the unclaimed tasks with the costs it measures as the run goes.
-    plan = plan_chunks(costs, engine.world.size, cost_model=CostModel(costs, cand[todo], model[todo]))
+    plan = plan_chunks(costs, engine.workers, engine.grain or DEFAULT_GRAIN,
+                       cost_model=CostModel(costs, cand[todo], model[todo]))
 
-    bases = {name: clone(est) for name, est in estimators.items()}
-    candidates, n_splits = grid.candidates, grid.n_splits
-    prototypes: OrderedDict[int, tuple[Any, bool]] = OrderedDict()
-
-    def prototype(cand) -> tuple[Any, bool]:
-        """The candidate's unfitted estimator and whether it takes a pairwise X (LRU-cached:
-        a candidate's folds run together)."""
-        entry = prototypes.pop(cand.index, None)
-        if entry is None:
-            proto = candidate_estimator(bases[cand.model], cand.params)
-            entry = (proto, takes_pairwise(proto))
-        prototypes[cand.index] = entry
-        if len(prototypes) > 256:
-            prototypes.popitem(last=False)
-        return entry
-
-    def run_task(i: int) -> FitResult:
-        t = int(todo[i])
-        candidate = candidates[t // n_splits]
-        train, test = folds[t % n_splits]
-        model = candidate.model
-        proto, pairwise = prototype(candidate)
-        return fit_and_score(
-            proto, X, y, {}, train, test, scorers[model], prototype=True, pairwise=pairwise,
-            task=t, return_train_score=return_train_score, error_score=error_score,
-            oof_method=None if oof_methods is None else oof_methods.get(model),
-        )
+    runner = FitTasks(todo, grid, folds, estimators, scorers, threads=threads,
+                      return_train_score=return_train_score, error_score=error_score,
+                      oof_methods=oof_methods)
+    run_task = BoundTasks(runner, engine.share(X=X, y=y))
 
     bar = Progress(len(todo), enabled=progress and engine.world.is_root,
                    work=float(costs.sum()))

@@ -184,6 +184,16 @@ def mpi_library_version() -> str:
     return MPI.Get_library_version().strip().splitlines()[0]
 
 
+def mpi_versions() -> dict[str, str]:
+    """mpi4py's version, and the MPI library's once MPI has started (it is not started here)."""
+    import mpi4py
+
+    out = {"mpi4py": mpi4py.__version__}
+    if "mpi4py.MPI" in sys.modules:
+        out["mpi"] = mpi_library_version()
+    return out
+
+
 @contextlib.contextmanager
 def abort_on_error(comm: Any = None) -> Iterator[None]:
     """Abort every rank when this one raises, after printing its traceback with rank and host.

@@ -1,0 +1,104 @@
+"""Shared by the engine tests: the optional packages (a skip, except in CI), specs, runs."""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent.parent
+#: engine -> the packages its extra installs
+NEEDS = {"loky": [], "dask": ["distributed"], "ray": ["ray"], "spark": ["pyspark", "joblibspark"]}
+TIMING = {"mean_fit_time", "std_fit_time", "mean_score_time", "std_score_time"}
+
+SPEC = """\
+data:
+  generator: sklearn.datasets.make_classification
+  params: {n_samples: 240, n_features: 6, random_state: 4}
+cv: {splitter: StratifiedKFold, n_splits: 3, shuffle: true, random_state: 0}
+scoring: [accuracy, roc_auc]
+refit: accuracy
+return_train_score: true
+models:
+  lr:
+    estimator: sklearn.linear_model.LogisticRegression
+    grid: {C: [0.01, 0.1, 1.0, 10.0]}
+  tree:
+    estimator: sklearn.tree.DecisionTreeClassifier
+    params: {random_state: 0}
+    grid: {max_depth: [1, 2, 3, null]}
+"""
+
+SLOW_SPEC = """\
+data:
+  generator: sklearn.datasets.make_classification
+  params: {n_samples: 200, n_features: 5, random_state: 3}
+cv: {splitter: StratifiedKFold, n_splits: 4}
+scoring: [accuracy]
+models:
+  slow:
+    estimator: factories.SlowClassifier
+    grid: {delay: [0.3], C: [1, 2, 3, 4, 5, 6]}
+"""
+
+
+def need(engine: str) -> None:
+    """Skip a test whose engine's extra is not installed; in CI (``CI=true``) fail instead."""
+    for module in NEEDS[engine]:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            message = f"--engine {engine} needs {module} (pip install 'hpcml[{engine}]'): {exc}"
+            if os.environ.get("CI") == "true":
+                pytest.fail(f"{message}; CI must run the engine tests")
+            pytest.skip(message)
+
+
+def hpcml_env() -> dict[str, str]:
+    env = {**os.environ, "UCX_LOG_LEVEL": "error", "RAY_USAGE_STATS_ENABLED": "0",
+           "PYTHONPATH": str(TESTS) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    for var in ("PMI_RANK", "PMI_SIZE", "PMI_FD", "OMPI_COMM_WORLD_SIZE", "HYDRA_CONTROL_FD"):
+        env.pop(var, None)
+    return env
+
+
+def hpcml(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hpcml", *args], cwd=cwd, env=hpcml_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def start(*args: str, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "hpcml", *args], cwd=cwd, env=hpcml_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def stop_group(job: subprocess.Popen) -> None:
+    if job.poll() is None:
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait(timeout=30)
+
+
+def read_scores(path: Path) -> list[dict[str, str]]:
+    """cv_results.csv without its timing columns (the scores, params and ranks)."""
+    with open(path, newline="") as f:
+        return [{k: v for k, v in row.items() if k not in TIMING} for row in csv.DictReader(f)]
+
+
+def wait_for_records(out: Path, n: int, timeout: float = 120) -> int:
+    from hpcml.run.journal import iter_records
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        count = len(list(iter_records(out))) if (out / "journal").exists() else 0
+        if count >= n:
+            return count
+        time.sleep(0.05)
+    raise AssertionError(f"fewer than {n} journal records after {timeout}s")
