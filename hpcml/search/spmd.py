@@ -47,6 +47,7 @@ from hpcml.engines.base import Engine, Observers, World, _rebuild, _report
 __all__ = [
     "SPMDBackend",
     "FitRunner",
+    "Checkpoints",
     "spmd_fit",
     "in_task",
     "check_same_inputs",
@@ -98,7 +99,8 @@ def fingerprint(value: Any) -> Any:
         from sklearn.utils import _safe_indexing
 
         shape = getattr(value, "shape", None)
-        if shape is None and not hasattr(value, "__len__"):
+        if shape is None and (not hasattr(value, "__len__")
+                              or isinstance(value, (dict, str, bytes, tuple))):
             return (type(value).__qualname__, joblib.hash(value))
         n = int(shape[0]) if shape is not None and len(shape) else len(value)
         if shape is not None and not len(shape):  # a 0-d array
@@ -111,8 +113,10 @@ def fingerprint(value: Any) -> Any:
         return (type(value).__qualname__,)
 
 
-def check_same_inputs(world: World, X: Any, y: Any, params: Mapping[str, Any]) -> None:
-    """Raise on every rank when this rank's ``X``, ``y`` or fit params differ from rank 0's.
+def check_same_inputs(world: World, X: Any, y: Any, params: Mapping[str, Any],
+                      settings: Mapping[str, Any] | None = None) -> None:
+    """Raise on every rank when this rank's ``X``, ``y``, fit params or the search's
+    ``settings`` (constructor parameters) differ from rank 0's.
 
     Collective. Compares :func:`fingerprint` digests, so it costs a few sampled rows.
 
@@ -125,6 +129,7 @@ def check_same_inputs(world: World, X: Any, y: Any, params: Mapping[str, Any]) -
         return
     mine = {"X": fingerprint(X), "y": fingerprint(y)}
     mine.update({name: fingerprint(v) for name, v in sorted(params.items())})
+    mine.update({f"parameter {k}": fingerprint(v) for k, v in sorted((settings or {}).items())})
     root = world.bcast(mine)
 
     def compare() -> None:
@@ -134,7 +139,8 @@ def check_same_inputs(world: World, X: Any, y: Any, params: Mapping[str, Any]) -
             raise ValueError(
                 f"fit was called with different data on different ranks: rank {world.rank}'s "
                 f"{', '.join(differ)} differ from rank 0's (shape, type or values); every rank "
-                "must call fit with the same X, y and fit parameters"
+                "must build the same search and call fit with the same X, y and fit "
+                "parameters"
             )
 
     world.agree(compare)
@@ -151,6 +157,40 @@ def share_random_state(world: World) -> None:
         state = world.bcast(np.random.get_state() if world.is_root else None)  # noqa: NPY002
         if not world.is_root:
             np.random.set_state(state)  # noqa: NPY002
+
+
+class Checkpoints:
+    """The points where every rank of a fit meets, so that an error on one rank reaches all.
+
+    scikit-learn's code between the rounds of fits runs on every rank; when it raises on
+    some ranks only (a bad parameter or a refit that fails on one rank), the others would
+    wait in the next round. Every round therefore starts with :meth:`meet`, and the fit
+    ends with one: a rank that raised meets the others with its exception instead
+    (:meth:`fail`), and they raise it too (same type and message).
+    """
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        #: Whether this rank already knows every rank's outcome (no more meetings).
+        self.settled = False
+
+    def meet(self) -> None:
+        r"""Collective; raises the lowest rank's exception when any rank :meth:`fail`\ ed."""
+        if self.world.size > 1:
+            self._exchange(None)
+
+    def fail(self, exc: BaseException) -> None:
+        """Meet the others with ``exc`` (unless they already know), so they raise it too."""
+        if self.world.size > 1 and not self.settled:
+            self._exchange(_report(exc, self.world.rank))
+
+    def _exchange(self, mine: Any) -> None:
+        reports = self.world.allgather(mine)
+        first = next((r for r in reports if r is not None), None)
+        if first is not None:
+            self.settled = True
+            if mine is None:
+                raise _rebuild(first)
 
 
 # --------------------------------------------------------------------------- fits
@@ -224,15 +264,20 @@ class FitRunner:
     redundant : bool
         Run every call on every rank instead (scikit-learn callbacks keep their state in
         the process that runs the fit: every rank must see every hook).
+    checkpoints : Checkpoints, optional
+        Met at the start of each round.
     """
 
     def __init__(self, engine: Engine, threads: int = 1, *, progress: bool = False,
-                 redundant: bool = False) -> None:
+                 redundant: bool = False, checkpoints: Checkpoints | None = None) -> None:
         self.engine = engine
         self.world = engine.world
         self.threads = threads
         self.progress = progress
         self.local = redundant or self.world.size == 1
+        self.checkpoints = checkpoints or Checkpoints(self.world)
+        #: Ranks that ran at least one call (every rank, when ``redundant``).
+        self.ranks_used: set[int] = set()
 
     def __call__(self, calls: Sequence[tuple[Any, tuple, dict]]) -> list[tuple[bool, Any]]:
         """``(ok, value or exception)`` of each call, in call order, on every rank.
@@ -242,6 +287,7 @@ class FitRunner:
         """
         # each round leaves the shared draws where it found them
         state = np.random.get_state()  # noqa: NPY002
+        self.checkpoints.meet()
         try:
             with thread_budget(self.threads):
                 return self._local(calls) if self.local else self._spread(calls)
@@ -249,6 +295,7 @@ class FitRunner:
             np.random.set_state(state)  # noqa: NPY002
 
     def _local(self, calls: Sequence[tuple[Any, tuple, dict]]) -> list[tuple[bool, Any]]:
+        self.ranks_used.update(range(self.world.size))
         out: list[tuple[bool, Any]] = []
         for func, args, kwargs in calls:
             try:
@@ -288,6 +335,7 @@ class FitRunner:
         ordered = world.bcast([results[i] for i in range(len(calls))] if world.is_root else None)
         out: list[tuple[bool, Any]] = []
         for o in ordered:
+            self.ranks_used.add(o.rank)
             _replay(o)
             if o.error is not None:
                 out.append((False, raised.get(o.task) or _rebuild(o.error)))
@@ -353,7 +401,7 @@ class SPMDBackend(ParallelBackendBase):
 
     supports_retrieve_callback = False
     supports_sharedmem = False  # ``require="sharedmem"`` gets joblib's threading backend
-    default_n_jobs = WIDE
+    default_n_jobs = 1  # what another ``Parallel(n_jobs=None)`` gets, as without hpcml
 
     def __init__(self, runner: Callable[[list], list[tuple[bool, Any]]],
                  fallback: Any = None, **kwargs: Any) -> None:
@@ -361,6 +409,7 @@ class SPMDBackend(ParallelBackendBase):
         self.runner = runner
         self.fallback = fallback if fallback is not None else SequentialBackend()
         self._owner: Any = None
+        self._closed = False
         self._pending: list[_Job] = []
         self._failed = False
         #: Calls run so far, and collective rounds (tests read them).
@@ -368,15 +417,22 @@ class SPMDBackend(ParallelBackendBase):
         self.n_rounds = 0
 
     def effective_n_jobs(self, n_jobs: Any) -> int:
-        return WIDE
+        if self._owner is not None and not self._closed:  # while serving the search
+            return WIDE
+        return self.fallback.effective_n_jobs(n_jobs)  # e.g. a refit's own n_jobs
 
     def configure(self, n_jobs: Any = 1, parallel: Any = None, **kwargs: Any) -> int:
         if self._owner is None and parallel is not None:
             self._owner = weakref.ref(parallel)
-        elif self._owner is None or self._owner() is not parallel:
+        elif self._closed or self._owner is None or self._owner() is not parallel:
             raise FallbackToBackend(self.fallback)
         self.parallel = parallel
         return WIDE
+
+    def terminate(self) -> None:
+        """The search's ``Parallel`` is done: later ones (refit) go to the fallback."""
+        if self._owner is not None:
+            self._closed = True
 
     def get_nested_backend(self) -> tuple[Any, Any]:
         return SequentialBackend(nesting_level=1), None  # unused: calls run in FitRunner
@@ -427,7 +483,9 @@ def spmd_fit(search: Any, fit: Callable[..., Any], X: Any, y: Any,
     spread over the ranks; collective.
 
     ``search`` has the drop-ins' ``comm``, ``threads_per_rank``, ``progress`` and ``verbose``
-    attributes. Inside a fit of an outer spread search, ``fit`` runs as plain scikit-learn.
+    attributes; after the fit, ``search._hpcml_info`` says how it ran (ranks, threads, calls,
+    rounds, the ranks that ran calls, seconds; a private name: scikit-learn's tests compare
+    the public fitted attributes with its own classes'). Inside a fit of an outer spread search, ``fit`` runs as plain scikit-learn.
     The world and its communicators are freed before this returns or raises.
     """
     if in_task():
@@ -437,18 +495,26 @@ def spmd_fit(search: Any, fit: Callable[..., Any], X: Any, y: Any,
     try:
         threads, _ = threads_per_rank(world.layout()["ranks_on_node"],
                                       cli=search.threads_per_rank)
-        check_same_inputs(world, X, y, params)
-        share_random_state(world)
+        settings = {k: v for k, v in search.get_params(deep=False).items() if k != "comm"}
+        share_random_state(world)  # first: a frozen scipy distribution pickles the state
+        check_same_inputs(world, X, y, params, settings)
+        checkpoints = Checkpoints(world)
         runner = FitRunner(
             engine, threads, progress=bool(search.progress) and search.verbose >= 0,
-            redundant=bool(getattr(search, "_skl_callbacks", None)),
+            redundant=bool(getattr(search, "_skl_callbacks", None)), checkpoints=checkpoints,
         )
         backend = SPMDBackend(runner, fallback=_active_backend())
         start = time.time()
-        with parallel_config(backend=backend):
-            out = fit(X, y, **params)
-        search.spmd_info_ = {"ranks": world.size, "threads_per_rank": threads,
+        try:
+            with parallel_config(backend=backend):
+                out = fit(X, y, **params)
+        except Exception as exc:
+            checkpoints.fail(exc)
+            raise
+        checkpoints.meet()
+        search._hpcml_info = {"ranks": world.size, "threads_per_rank": threads,
                              "calls": backend.n_calls, "rounds": backend.n_rounds,
+                             "ranks_used": sorted(runner.ranks_used),
                              "seconds": time.time() - start}
         return out
     finally:

@@ -69,6 +69,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
     for name, cls in harness_classes().items():
         setattr(ms, name, cls)
+        globals()[name] = cls  # picklable by reference
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
