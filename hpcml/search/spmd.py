@@ -95,22 +95,42 @@ def fingerprint(value: Any) -> Any:
     if value is None:
         return None
     try:
-        import joblib
         from sklearn.utils import _safe_indexing
 
         shape = getattr(value, "shape", None)
         if shape is None and (not hasattr(value, "__len__")
                               or isinstance(value, (dict, str, bytes, tuple))):
-            return (type(value).__qualname__, joblib.hash(value))
+            return (type(value).__qualname__, _hash(value))
         n = int(shape[0]) if shape is not None and len(shape) else len(value)
         if shape is not None and not len(shape):  # a 0-d array
-            return (type(value).__qualname__, (), joblib.hash(value))
+            return (type(value).__qualname__, (), _hash(value))
         rows = np.unique(np.linspace(0, max(n - 1, 0), num=min(n, SAMPLE_ROWS)).astype(int))
         sample = _safe_indexing(value, rows) if n else value
         return (type(value).__qualname__, tuple(shape) if shape is not None else n,
-                joblib.hash(sample))
+                _hash(sample))
     except Exception:
         return (type(value).__qualname__,)
+
+
+def _hash(value: Any) -> str:
+    """``joblib.hash`` of ``value``, with NumPy random states hashed by their state only.
+
+    A ``RandomState`` pickles its bit generator's seed sequence too, which differs between
+    processes that share the state (:func:`share_random_state`); scipy's frozen
+    distributions carry one. joblib's ``NumpyHasher`` (``joblib.hashing``) is extended here
+    and nowhere else.
+    """
+    from joblib.hashing import NumpyHasher
+
+    class _StateHasher(NumpyHasher):
+        def save(self, obj: Any) -> None:
+            if isinstance(obj, np.random.RandomState):
+                obj = ("RandomState", obj.get_state(legacy=True))
+            elif isinstance(obj, np.random.Generator):
+                obj = ("Generator", obj.bit_generator.state)
+            super().save(obj)
+
+    return _StateHasher(hash_name="md5").hash(value)
 
 
 def check_same_inputs(world: World, X: Any, y: Any, params: Mapping[str, Any],
