@@ -29,8 +29,7 @@ __all__ = ["MPISearchCV", "MPIRandomizedSearchCV", "MPIHalvingGridSearchCV",
 #: The parameters the drop-ins add to their scikit-learn class, and their defaults.
 MPI_PARAMS = {"comm": None, "threads_per_rank": None, "progress": True}
 
-_MPI_DOC = """
-    comm : mpi4py communicator, optional
+_MPI_DOC = """comm : mpi4py communicator, optional
         Ranks that share the work (default ``COMM_WORLD``; a single rank runs serially).
         Every rank of it must call :meth:`fit` with the same data.
     threads_per_rank : int, optional
@@ -75,6 +74,12 @@ def _constraints(base: type) -> dict[str, list]:
             "progress": ["boolean"]}
 
 
+def _documented(cls: type) -> type:
+    """Fill the ``{mpi_params}`` slot of a drop-in's docstring."""
+    cls.__doc__ = (cls.__doc__ or "").replace("{mpi_params}", _MPI_DOC)
+    return cls
+
+
 class _SpreadFits:
     """The ``fit`` of the drop-ins: scikit-learn's, run SPMD (see :mod:`hpcml.search.spmd`)."""
 
@@ -97,11 +102,15 @@ class _SpreadFits:
         return spmd_fit(self, super().fit, X, y, params)  # type: ignore[misc]
 
 
+@_documented
 class MPISearchCV(_SpreadFits, GridSearchCV):
     """:class:`sklearn.model_selection.GridSearchCV` with the fits spread over MPI ranks.
 
     Same parameters, attributes and results as ``GridSearchCV``, plus:
-    """ + _MPI_DOC + """
+
+    Parameters
+    ----------
+    {mpi_params}
     Examples
     --------
     >>> from sklearn.datasets import make_classification
@@ -116,34 +125,49 @@ class MPISearchCV(_SpreadFits, GridSearchCV):
     _parameter_constraints = _constraints(GridSearchCV)
 
 
+@_documented
 class MPIRandomizedSearchCV(_SpreadFits, RandomizedSearchCV):
     """:class:`sklearn.model_selection.RandomizedSearchCV` with the fits spread over MPI
     ranks: the same candidates for the same ``random_state`` (``ParameterSampler``'s draws).
 
     Same parameters, attributes and results as ``RandomizedSearchCV``, plus:
-    """ + _MPI_DOC
+
+    Parameters
+    ----------
+    {mpi_params}
+    """
 
     __init__ = mpi_init(RandomizedSearchCV)
     _parameter_constraints = _constraints(RandomizedSearchCV)
 
 
+@_documented
 class MPIHalvingGridSearchCV(_SpreadFits, HalvingGridSearchCV):
     """:class:`sklearn.model_selection.HalvingGridSearchCV` with the fits of each round
     spread over MPI ranks: the same rungs, resources and survivors.
 
     Same parameters, attributes and results as ``HalvingGridSearchCV``, plus:
-    """ + _MPI_DOC
+
+    Parameters
+    ----------
+    {mpi_params}
+    """
 
     __init__ = mpi_init(HalvingGridSearchCV)
     _parameter_constraints = _constraints(HalvingGridSearchCV)
 
 
+@_documented
 class MPIHalvingRandomSearchCV(_SpreadFits, HalvingRandomSearchCV):
     """:class:`sklearn.model_selection.HalvingRandomSearchCV` with the fits of each round
     spread over MPI ranks: the same candidates, rungs, resources and survivors.
 
     Same parameters, attributes and results as ``HalvingRandomSearchCV``, plus:
-    """ + _MPI_DOC
+
+    Parameters
+    ----------
+    {mpi_params}
+    """
 
     __init__ = mpi_init(HalvingRandomSearchCV)
     _parameter_constraints = _constraints(HalvingRandomSearchCV)
