@@ -119,6 +119,9 @@ def test_fit_params_sample_weight_groups_and_dataframe(comm):
         frame, y, sample_weight=weights, groups=groups)
     assert_same_results(mine, ref)
     assert list(mine.feature_names_in_) == list(frame.columns)
+    # every fit went through hpcml's backend: fails loudly if scikit-learn stops handing its
+    # fits to joblib.Parallel inside ``with parallel:`` (hpcml.search.spmd.SPMDBackend)
+    assert mine._hpcml_info["calls"] == 9 and mine._hpcml_info["rounds"] == 1
 
 
 def test_data_that_differ_on_one_rank(comm):
