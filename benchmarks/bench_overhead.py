@@ -46,7 +46,7 @@ def _grid(fits: int) -> dict:
 def _worker_hpcml(fits: int, result: str) -> int:
     from sklearn.dummy import DummyClassifier
 
-    import hpcml.search.drop_in as search_mod
+    import hpcml.search.spmd as spmd
     from hpcml import MPISearchCV
     from hpcml.engines.mpi import board as _board
     from hpcml.engines.mpi import engine as _engine
@@ -56,15 +56,22 @@ def _worker_hpcml(fits: int, result: str) -> int:
     rank, size = comm.Get_rank(), comm.Get_size()
     captured: dict = {}
     timer = CallTimer(("claim", "add_done", "publish"))
-    evaluate_grid = search_mod.evaluate_grid
+    spread = spmd.FitRunner._spread
+    engine_run = _engine.MPIEngine.run
 
-    def recording_evaluate_grid(*args, **kwargs):
+    def recording_spread(self, calls):
         t = time.perf_counter()
-        out = evaluate_grid(*args, **kwargs)
-        captured.update(results=out, eval_s=time.perf_counter() - t)
+        out = spread(self, calls)
+        captured.update(eval_s=time.perf_counter() - t)
         return out
 
-    search_mod.evaluate_grid = recording_evaluate_grid
+    def recording_run(self, *args, **kwargs):
+        out = engine_run(self, *args, **kwargs)
+        captured.update(results=out)
+        return out
+
+    spmd.FitRunner._spread = recording_spread
+    _engine.MPIEngine.run = recording_run
     timer.patch(_engine.MPIEngine, "run", "engine_run")
     # The engine claims with PlanBoard.next_chunk (plan board) or WorkCounter.claim (before it).
     board = getattr(_board, "PlanBoard", None)
@@ -83,8 +90,12 @@ def _worker_hpcml(fits: int, result: str) -> int:
     search.fit(X, y)
     wall = time.perf_counter() - t
     all_waits = comm.gather(waits, root=0)
-    if rank == 0:
-        tasks = [(r.rank, r.start, r.end, r.fit_time + r.score_time)
+    if rank == 0 and "results" not in captured:  # one rank: the fits ran in scikit-learn's loop
+        cv = search.cv_results_
+        work = float(sum(cv["mean_fit_time"] + cv["mean_score_time"]) * search.n_splits_)
+        Path(result).write_text(json.dumps({"wall": wall, "ranks": size, "work": work}))
+    elif rank == 0:
+        tasks = [(r.rank, r.start, r.end, r.value["fit_time"] + r.value["score_time"])
                  for r in captured["results"].values()]
         Path(result).write_text(json.dumps({
             "wall": wall, "ranks": size, "eval_s": captured["eval_s"],

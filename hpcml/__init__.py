@@ -23,6 +23,9 @@ __version__ = "0.1.0"
 __all__ = [
     # Model selection over MPI ranks
     "MPISearchCV",
+    "MPIRandomizedSearchCV",
+    "MPIHalvingGridSearchCV",
+    "MPIHalvingRandomSearchCV",
     "run_experiment",
     "ExperimentResult",
     # Slurm and submitit
@@ -52,6 +55,9 @@ __all__ = [
 
 _LOCATION = {
     "MPISearchCV": "hpcml.search.drop_in",
+    "MPIRandomizedSearchCV": "hpcml.search.drop_in",
+    "MPIHalvingGridSearchCV": "hpcml.search.drop_in",
+    "MPIHalvingRandomSearchCV": "hpcml.search.drop_in",
     "run_experiment": "hpcml.run.experiment",
     "ExperimentResult": "hpcml.run.experiment",
     "submit": "hpcml.slurm.submit",

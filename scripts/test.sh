@@ -3,6 +3,7 @@
 #   1. a virtual environment in .venv with hpcml and its test tools (PyPI: mpich, mpi4py, ...)
 #   2. ruff
 #   3. the MPI tests on every rank, under mpiexec -n 1, 2 and 3 (each with a hard timeout)
+#   3b. scikit-learn's own search tests against hpcml's drop-ins, under mpiexec -n 1, 2, 3
 #   4. the Slurm tests against a real one-node cluster started by the tests (tests/slurm)
 #   5. the two-node tests against a real two-node cluster in network namespaces (tests/multinode)
 #   6. the plain pytest suite (pure logic, CLI, hpcml run under mpiexec, the report in a
@@ -40,6 +41,13 @@ for n in 1 2 3; do
         -p no:cacheprovider
 done
 
+for n in 1 2 3; do
+    echo "== scikit-learn's search tests on the drop-ins: mpiexec -n $n (tests/sklearn_suite)"
+    timeout --signal=TERM --kill-after=20 1200 \
+        .venv/bin/mpiexec -n "$n" .venv/bin/python tests/sklearn_suite/run_suite.py -q \
+        -p no:cacheprovider
+done
+
 # A real one-node Slurm cluster (apt-get installs it as root). Without root its tests skip,
 # except in CI (CI=true), where they must run: there they fail instead of skipping.
 echo "== Slurm tests: templates, renderer and submitit on a local cluster (tests/slurm)"
@@ -54,4 +62,4 @@ timeout --signal=TERM --kill-after=30 900 \
 
 echo "== pytest (doctests, pure logic, CLI)"
 exec .venv/bin/python -m pytest -q --doctest-modules hpcml tests --ignore=tests/mpi \
-    --ignore=tests/slurm --ignore=tests/multinode "$@"
+    --ignore=tests/slurm --ignore=tests/multinode --ignore=tests/sklearn_suite "$@"

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["MPISearchCV"]
+__all__ = ["MPISearchCV", "MPIRandomizedSearchCV", "MPIHalvingGridSearchCV",
+           "MPIHalvingRandomSearchCV"]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "MPISearchCV":
-        from hpcml.search.drop_in import MPISearchCV
+    if name in __all__:
+        from hpcml.search import drop_in
 
-        return MPISearchCV
+        return getattr(drop_in, name)
     raise AttributeError(f"module 'hpcml.search' has no attribute {name!r}")

@@ -1,53 +1,116 @@
-"""``MPISearchCV``: ``GridSearchCV`` whose fits are spread over MPI ranks.
+"""scikit-learn's four searches, with their fits spread over MPI ranks.
 
 Swap one import and run the script with ``mpiexec -n P python script.py``: every rank calls
 ``fit`` with the same data, the fits are shared out, and every rank gets the same
-``cv_results_`` and ``best_estimator_``.
+``cv_results_`` and ``best_estimator_``. Each class is its scikit-learn class with
+scikit-learn's own ``fit``; only where the fits run differs (:mod:`hpcml.search.spmd`).
 """
 
 from __future__ import annotations
 
-import numbers
-import time
+import inspect
+from numbers import Integral
 from typing import Any
 
-import numpy as np
-from sklearn.base import clone, is_classifier
-from sklearn.model_selection import GridSearchCV, check_cv
+from sklearn.experimental import enable_halving_search_cv  # noqa: F401 - enables the import
+from sklearn.model_selection import (
+    GridSearchCV,
+    HalvingGridSearchCV,
+    HalvingRandomSearchCV,
+    RandomizedSearchCV,
+)
+from sklearn.utils._param_validation import Interval
 
-from hpcml.core.fitting import Folds, make_scorer_map
-from hpcml.core.results import format_cv_results
-from hpcml.core.tasks import TaskGrid
-from hpcml.core.threads import thread_budget, threads_per_rank, usable_cores
-from hpcml.engines import get_engine
-from hpcml.search.evaluate import evaluate_grid, share_folds
+from hpcml.search.spmd import spmd_fit
 
-__all__ = ["MPISearchCV"]
+__all__ = ["MPISearchCV", "MPIRandomizedSearchCV", "MPIHalvingGridSearchCV",
+           "MPIHalvingRandomSearchCV", "mpi_init"]
+
+#: The parameters the drop-ins add to their scikit-learn class, and their defaults.
+MPI_PARAMS = {"comm": None, "threads_per_rank": None, "progress": True}
+
+_MPI_DOC = """comm : mpi4py communicator, optional
+        Ranks that share the work (default ``COMM_WORLD``; a single rank runs serially).
+        Every rank of it must call :meth:`fit` with the same data.
+    threads_per_rank : int, optional
+        Thread budget of each fit; default from Slurm, ``OMP_NUM_THREADS`` or
+        cores / ranks on the node.
+    progress : bool, default=True
+        Show a progress line on rank 0 (not with ``verbose < 0``).
+
+    ``n_jobs`` and ``pre_dispatch`` are accepted and ignored: the ranks (and
+    ``threads_per_rank`` within each) are the parallelism.
+"""
 
 
-class MPISearchCV(GridSearchCV):
-    """Exhaustive search over a parameter grid, with the fits spread over MPI ranks.
+def mpi_init(base: type, **defaults: Any) -> Any:
+    """An ``__init__`` taking ``base``'s parameters and :data:`MPI_PARAMS` (keyword-only).
 
-    Follows :class:`sklearn.model_selection.GridSearchCV`: same parameters, same
-    ``cv_results_`` (equal scores for the same folds), same ``best_*`` attributes and
-    ``predict``/``score`` delegation. All ranks of ``comm`` must call :meth:`fit` with the same
-    data; all of them get the results.
+    Its signature lists every parameter by name, as scikit-learn's ``get_params`` and
+    ``clone`` need; ``defaults`` overrides the defaults of :data:`MPI_PARAMS` (a test
+    harness turns ``progress`` off).
+    """
+    base_init = base.__init__
+    values = {**MPI_PARAMS, **defaults}
+    sig = inspect.signature(base_init)
+    extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=value)
+             for name, value in values.items()]
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        mine = {name: kwargs.pop(name, value) for name, value in values.items()}
+        base_init(self, *args, **kwargs)
+        for name, value in mine.items():
+            setattr(self, name, value)
+
+    __init__.__signature__ = sig.replace(  # type: ignore[attr-defined]
+        parameters=[*sig.parameters.values(), *extra])
+    __init__.__doc__ = f"See :class:`{base.__module__.split('._')[0]}.{base.__name__}`."
+    return __init__
+
+
+def _constraints(base: type) -> dict[str, list]:
+    return {**base._parameter_constraints, "comm": "no_validation",
+            "threads_per_rank": [Interval(Integral, 1, None, closed="left"), None],
+            "progress": ["boolean"]}
+
+
+def _documented(cls: type) -> type:
+    """Fill the ``{mpi_params}`` slot of a drop-in's docstring."""
+    cls.__doc__ = (cls.__doc__ or "").replace("{mpi_params}", _MPI_DOC)
+    return cls
+
+
+class _SpreadFits:
+    """The ``fit`` of the drop-ins: scikit-learn's, run SPMD (see :mod:`hpcml.search.spmd`)."""
+
+    def fit(self, X: Any, y: Any = None, **params: Any) -> Any:
+        """Run fit with all sets of parameters, on every rank of ``comm``.
+
+        Parameters
+        ----------
+        X : array-like, sparse matrix or DataFrame of shape (n_samples, n_features)
+            The same on every rank (checked from a sample of rows).
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs), optional
+        **params : dict
+            As for scikit-learn's ``fit``: ``groups`` for the splitter, ``sample_weight``
+            and other fit parameters (split by fold), metadata routing.
+
+        Returns
+        -------
+        self
+        """
+        return spmd_fit(self, super().fit, X, y, params)  # type: ignore[misc]
+
+
+@_documented
+class MPISearchCV(_SpreadFits, GridSearchCV):
+    """:class:`sklearn.model_selection.GridSearchCV` with the fits spread over MPI ranks.
+
+    Same parameters, attributes and results as ``GridSearchCV``, plus:
 
     Parameters
     ----------
-    estimator, param_grid, scoring, refit, cv, error_score, return_train_score
-        As for ``GridSearchCV``.
-    n_jobs, pre_dispatch, verbose
-        Accepted for compatibility; parallelism comes from the MPI ranks (and
-        ``threads_per_rank`` within each), so ``n_jobs`` is ignored.
-    comm : mpi4py communicator, optional
-        Ranks that share the work (default ``COMM_WORLD``; a single rank runs serially).
-    threads_per_rank : int, optional
-        Thread budget of each fit; default from Slurm, ``OMP_NUM_THREADS`` or
-        cores ÷ ranks on the node.
-    progress : bool
-        Show a progress line on rank 0.
-
+    {mpi_params}
     Examples
     --------
     >>> from sklearn.datasets import make_classification
@@ -58,163 +121,53 @@ class MPISearchCV(GridSearchCV):
     {'C': 0.1}
     """
 
-    def __init__(
-        self,
-        estimator: Any,
-        param_grid: Any,
-        *,
-        scoring: Any = None,
-        n_jobs: int | None = None,
-        refit: Any = True,
-        cv: Any = None,
-        verbose: int = 0,
-        pre_dispatch: Any = "2*n_jobs",
-        error_score: Any = np.nan,
-        return_train_score: bool = False,
-        comm: Any = None,
-        threads_per_rank: int | None = None,
-        progress: bool = True,
-    ) -> None:
-        super().__init__(
-            estimator,
-            param_grid,
-            scoring=scoring,
-            n_jobs=n_jobs,
-            refit=refit,
-            cv=cv,
-            verbose=verbose,
-            pre_dispatch=pre_dispatch,
-            error_score=error_score,
-            return_train_score=return_train_score,
-        )
-        self.comm = comm
-        self.threads_per_rank = threads_per_rank
-        self.progress = progress
-
-    def fit(self, X: Any, y: Any = None, *, groups: Any = None, **params: Any) -> MPISearchCV:
-        """Run fit with all sets of parameters, on every rank of ``comm``.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-        y : array-like of shape (n_samples,), optional
-        groups : array-like, optional
-            Group labels for group splitters.
-
-        Returns
-        -------
-        self
-        """
-        if params:
-            raise TypeError(
-                f"MPISearchCV.fit does not route fit parameters yet: {sorted(params)}; "
-                "set them on the estimator or use GridSearchCV"
-            )
-        if not (self.error_score == "raise" or isinstance(self.error_score, numbers.Number)):
-            raise ValueError("error_score must be the string 'raise' or a numeric value.")
-        engine = get_engine("mpi", world=self.comm)
-        world = engine.world
-        try:
-            return self._fit(engine, world, X, y, groups)
-        finally:
-            engine.close()
-            world.close()
-
-    def _fit(self, engine: Any, world: Any, X: Any, y: Any, groups: Any) -> MPISearchCV:
-        estimator = self.estimator
-        scorers, names = make_scorer_map(self.scoring, estimator)
-        multimetric = not (self.scoring is None or isinstance(self.scoring, str)
-                           or callable(self.scoring))
-        if multimetric:
-            self._check_refit_for_multimetric(names)
-            refit_metric = self.refit
-        else:
-            refit_metric = "score"
-        self.multimetric_ = multimetric
-        self.scorer_ = scorers if multimetric else scorers["score"]
-
-        _check_same_shape(world, X, y)
-        folds = None
-        if world.is_root:
-            cv = check_cv(self.cv, y, classifier=is_classifier(estimator))
-            folds = Folds(list(cv.split(X, y, groups)))
-        folds = share_folds(world, folds)
-        self.n_splits_ = len(folds)
-
-        layout_ranks = world.layout()["ranks_on_node"]
-        threads, _ = threads_per_rank(layout_ranks, cli=self.threads_per_rank)
-        grid = TaskGrid([("", self.param_grid)], len(folds))
-        results = evaluate_grid(
-            engine, grid, folds, X, y, {"": estimator}, {"": scorers}, threads=threads,
-            return_train_score=self.return_train_score, error_score=self.error_score,
-            progress=self.progress and self.verbose >= 0,
-        )
-        payload = None
-        if world.is_root:
-            cv_results = format_cv_results(
-                grid.candidates, grid.n_splits, results, names,
-                self.return_train_score, with_model=False,
-            )
-            del cv_results["n_finished_splits"]
-            failed = [r.error for r in results.values() if r.error is not None]
-            payload = (cv_results, len(failed), failed[:1])
-        cv_results, n_failed, first_error = world.bcast(payload)
-        _warn_like_sklearn(cv_results, n_failed, first_error, len(grid))
-
-        if self.refit or not multimetric:
-            self.best_index_ = self._select_best_index(self.refit, refit_metric, cv_results)
-            if not callable(self.refit):
-                self.best_score_ = cv_results[f"mean_test_{refit_metric}"][self.best_index_]
-            self.best_params_ = cv_results["params"][self.best_index_]
-
-        if self.refit:
-            payload = None
-            if world.is_root:
-                best = clone(estimator).set_params(**clone(self.best_params_, safe=False))
-                cores = usable_cores()
-                start = time.time()
-                with thread_budget(cores):
-                    best.fit(X, y) if y is not None else best.fit(X)
-                payload = (best, time.time() - start)
-                world.release()
-            else:
-                world.wait_for_root()
-            self.best_estimator_, self.refit_time_ = world.bcast(payload)
-            if hasattr(self.best_estimator_, "feature_names_in_"):
-                self.feature_names_in_ = self.best_estimator_.feature_names_in_
-        self.cv_results_ = cv_results
-        return self
+    __init__ = mpi_init(GridSearchCV)
+    _parameter_constraints = _constraints(GridSearchCV)
 
 
-def _check_same_shape(world, X, y) -> None:
-    shape = (np.shape(X), None if y is None else np.shape(y))
-    root = world.bcast(shape)
-    if root != shape:
-        raise ValueError(
-            f"MPISearchCV.fit: rank {world.rank} has data of shape {shape} but rank 0 has "
-            f"{root}; every rank must call fit with the same X and y"
-        )
+@_documented
+class MPIRandomizedSearchCV(_SpreadFits, RandomizedSearchCV):
+    """:class:`sklearn.model_selection.RandomizedSearchCV` with the fits spread over MPI
+    ranks: the same candidates for the same ``random_state`` (``ParameterSampler``'s draws).
+
+    Same parameters, attributes and results as ``RandomizedSearchCV``, plus:
+
+    Parameters
+    ----------
+    {mpi_params}
+    """
+
+    __init__ = mpi_init(RandomizedSearchCV)
+    _parameter_constraints = _constraints(RandomizedSearchCV)
 
 
-def _warn_like_sklearn(cv_results, n_failed: int, first_error: list, n_total: int) -> None:
-    """The warnings ``GridSearchCV`` gives for failed fits and non-finite scores (every rank)."""
-    import warnings
+@_documented
+class MPIHalvingGridSearchCV(_SpreadFits, HalvingGridSearchCV):
+    """:class:`sklearn.model_selection.HalvingGridSearchCV` with the fits of each round
+    spread over MPI ranks: the same rungs, resources and survivors.
 
-    from sklearn.exceptions import FitFailedWarning
+    Same parameters, attributes and results as ``HalvingGridSearchCV``, plus:
 
-    if n_failed:
-        warnings.warn(
-            f"\n{n_failed} fits failed out of a total of {n_total}.\n"
-            "The score on these train-test partitions for these parameters will be set to "
-            f"nan.\nFirst failure:\n{first_error[0]}",
-            FitFailedWarning,
-            stacklevel=3,
-        )
-    for key, values in cv_results.items():
-        if key.startswith(("mean_test_", "mean_train_")) and not np.all(np.isfinite(values)):
-            kind = key.split("_")[1]
-            warnings.warn(
-                f"One or more of the {kind} scores are non-finite: {values}",
-                UserWarning,
-                stacklevel=3,
-            )
+    Parameters
+    ----------
+    {mpi_params}
+    """
+
+    __init__ = mpi_init(HalvingGridSearchCV)
+    _parameter_constraints = _constraints(HalvingGridSearchCV)
+
+
+@_documented
+class MPIHalvingRandomSearchCV(_SpreadFits, HalvingRandomSearchCV):
+    """:class:`sklearn.model_selection.HalvingRandomSearchCV` with the fits of each round
+    spread over MPI ranks: the same candidates, rungs, resources and survivors.
+
+    Same parameters, attributes and results as ``HalvingRandomSearchCV``, plus:
+
+    Parameters
+    ----------
+    {mpi_params}
+    """
+
+    __init__ = mpi_init(HalvingRandomSearchCV)
+    _parameter_constraints = _constraints(HalvingRandomSearchCV)

@@ -10,16 +10,21 @@ import sys
 import pytest
 from mpi4py import MPI
 
-if __name__ == "__main__":
+
+def main(args: list[str]) -> int:
+    """pytest on this rank (stdout of ranks > 0 silenced); aborts the world on a failure."""
     comm = MPI.COMM_WORLD
-    args = sys.argv[1:]
     if comm.Get_rank() > 0:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 1)  # stdout only: failures still reach stderr
-        args += ["-p", "no:cacheprovider"]
+        args = [*args, "-p", "no:cacheprovider"]
     code = int(pytest.main(args))
     if code not in (0, 5) and comm.Get_size() > 1:
         sys.stderr.write(f"### rank {comm.Get_rank()}: pytest exit status {code}\n")
         sys.stderr.flush()
         comm.Abort(code)
-    sys.exit(code)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
