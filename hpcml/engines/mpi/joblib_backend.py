@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import itertools
+import os
 import sys
 import threading
 import time
@@ -33,7 +34,16 @@ from joblib.parallel import (
 
 from hpcml.core.shipping import DEFAULT_CACHE_BYTES, DEFAULT_THRESHOLD, KeyCache, KeyMemo, sizes
 from hpcml.core.shipping import dumps_task as _dumps
-from hpcml.engines.mpi.serve import POLL, RESULT, STOP, TASK, is_worker, worker_threads
+from hpcml.engines.mpi.serve import (
+    POLL,
+    RESULT,
+    STOP,
+    TASK,
+    is_worker,
+    probe,
+    receive,
+    worker_threads,
+)
 
 __all__ = ["register", "MPIBackend", "BudgetThreadingBackend", "Client", "start_client", "get_client",
            "RemoteTaskError"]
@@ -53,7 +63,10 @@ def register() -> None:
 
 
 def get_client() -> Client | None:
-    """Rank 0's client, or ``None`` (a worker, or no MPI world of several ranks)."""
+    """Rank 0's client, or ``None``: a worker, no MPI world of several ranks, or a process
+    forked from rank 0 (by another backend: it must not touch rank 0's MPI channel)."""
+    if _CLIENT is None or _CLIENT.pid != os.getpid():
+        return None
     return _CLIENT
 
 
@@ -92,6 +105,7 @@ class Client:
 
     def __init__(self, comm: Any, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         self.comm = comm
+        self.pid = os.getpid()
         self.n_workers = comm.Get_size() - 1
         self.cache_bytes = int(cache_bytes)
         self.mirrors = {w: KeyCache(self.cache_bytes) for w in range(1, comm.Get_size())}
@@ -137,8 +151,8 @@ class Client:
             time.sleep(0.01)
         self._closing = True
         self._wake.set()
-        self._thread.join()
-        if self.running:
+        self._thread.join(timeout=max(deadline - time.monotonic(), 1.0))
+        if self.running or self._thread.is_alive():
             sys.stderr.write(f"### hpcml: {len(self.running)} task(s) still running "
                              f"{grace:.0f} s after the script ended; aborting all ranks\n")
             sys.stderr.flush()
@@ -158,10 +172,9 @@ class Client:
         while not self._closing:
             busy = self._send_ready()
             while True:
-                msg = self.comm.improbe(source=MPI.ANY_SOURCE, tag=RESULT, status=status)
-                if msg is None:
+                if not probe(self.comm, MPI.ANY_SOURCE, RESULT, status):
                     break
-                self._finish(msg.recv())
+                self._finish(receive(self.comm, status))
                 busy = True
             if busy:
                 delay = 1e-5
@@ -303,29 +316,46 @@ class MPIBackend(AutoBatchingMixin, ParallelBackendBase):
         return (MPIBackend, (self.scatter_threshold,))
 
     def effective_n_jobs(self, n_jobs: int | None) -> int:
-        """Worker ranks (at most ``n_jobs``; negative counts back from all of them).
+        """``n_jobs`` batches at a time; ``-1`` is every worker rank, ``-2`` all but one...
 
-        With one worker, 2: joblib runs ``n_jobs == 1`` in the calling process (rank 0),
-        so the one worker gets the batches one after the other instead.
+        With one worker, ``-1`` is 2: joblib runs ``n_jobs == 1`` in the calling process
+        (rank 0), so the one worker gets the batches one after the other instead.
         """
         if n_jobs == 0:
             raise ValueError("n_jobs == 0 in Parallel has no meaning")
         client = get_client()
         if client is None or n_jobs == 1:
             return 1
-        n = client.n_workers
-        if n_jobs is None or n_jobs < 0:
-            n_jobs = max(n + 1 + (n_jobs if n_jobs is not None else -1), 1)
-            if n_jobs == 1:
-                return 1
-        return max(min(int(n_jobs), n), 2) if n == 1 else min(int(n_jobs), n)
+        if n_jobs is None:
+            n_jobs = self.default_n_jobs
+        if n_jobs < 0:
+            n = client.n_workers
+            return 2 if n == 1 and n_jobs == -1 else max(n + 1 + int(n_jobs), 1)
+        return int(n_jobs)
 
     def configure(self, n_jobs: int = 1, parallel: Any = None, **kwargs: Any) -> int:
+        """Set up one ``Parallel`` call; ``max_nbytes``, ``temp_folder`` and ``mmap_mode``
+        (loky's memory mapping) are ignored: large arrays go by key instead.
+
+        Raises
+        ------
+        ValueError
+            ``initializer``: a process-pool option (loky, multiprocessing); run the set-up
+            at the top of the task instead.
+        """
+        if kwargs.get("initializer") is not None:
+            raise ValueError("the 'mpi' backend does not support initializer=: it is an "
+                             "option of the process-pool backends (loky, multiprocessing); "
+                             "call the set-up at the start of the task instead")
         self.parallel = parallel
         return self.effective_n_jobs(n_jobs)
 
     def start_call(self) -> None:
         self._memo.clear()
+
+    def terminate(self) -> None:
+        """The end of a ``Parallel`` call (or its context): the workers stay up."""
+        self.reset_batch_stats()
 
     def stop_call(self) -> None:
         self._memo.clear()

@@ -72,12 +72,24 @@ def wait_message(comm: Any, source: int, tag: int) -> tuple[Any, Any]:
 
     status = MPI.Status()
     delay = 1e-5
-    while True:
-        msg = comm.improbe(source=source, tag=tag, status=status)
-        if msg is not None:
-            return msg.recv(), status
+    while not probe(comm, source, tag, status):
         time.sleep(delay)
         delay = min(delay * 2, POLL)
+    return receive(comm, status), status
+
+
+def probe(comm: Any, source: int, tag: int, status: Any) -> bool:
+    """Whether a message is waiting (``MPI_Iprobe``; only one thread receives on ``comm``).
+
+    ``pkl5``'s matched probe (``improbe``) can hang on a message with several large
+    buffers; a plain probe followed by a blocking receive of that message does not.
+    """
+    return bool(comm.Iprobe(source=source, tag=tag, status=status))
+
+
+def receive(comm: Any, status: Any) -> Any:
+    """The message ``probe`` found (blocking ``pkl5`` receive: it has arrived)."""
+    return comm.recv(source=status.Get_source(), tag=status.Get_tag())
 
 
 def serve(comm: Any, threads: int, cache_bytes: int | None = None) -> int:
