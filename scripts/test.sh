@@ -2,7 +2,8 @@
 # The whole test suite, set-up included (README's second command; .ci/run calls exactly this).
 #   1. a virtual environment in .venv with hpcml and its test tools (PyPI: mpich, mpi4py, ...)
 #   2. ruff
-#   3. the MPI tests on every rank, under mpiexec -n 1, 2 and 3 (each with a hard timeout)
+#   3. the MPI tests on every rank, under mpiexec -n 1, 2 and 3 (each with a hard timeout),
+#      and the joblib backend under mpiexec -n 2 and 3 (tests/joblib_backend)
 #   4. the Slurm tests against a real one-node cluster started by the tests (tests/slurm)
 #   5. the plain pytest suite (pure logic, CLI, hpcml run under mpiexec)
 set -euo pipefail
@@ -27,6 +28,19 @@ for n in 1 2 3; do
     timeout --signal=TERM --kill-after=20 600 \
         .venv/bin/mpiexec -n "$n" .venv/bin/python tests/mpi/run_pytest.py tests/mpi -q \
         -p no:cacheprovider
+done
+
+# The joblib backend "mpi": rank 0 runs pytest, the other ranks are its workers. joblib's own
+# backend tests (from the installed joblib, "mpi" added), then scikit-learn against loky.
+for n in 2 3; do
+    echo "== joblib backend: joblib's own tests, mpiexec -n $n"
+    timeout --signal=TERM --kill-after=20 600 \
+        .venv/bin/mpiexec -n "$n" .venv/bin/python -m hpcml.joblib \
+        tests/joblib_backend/run_joblib_tests.py -q --timeout 60
+    echo "== joblib backend: scikit-learn, mpiexec -n $n"
+    timeout --signal=TERM --kill-after=20 300 \
+        .venv/bin/mpiexec -n "$n" .venv/bin/python -m hpcml.joblib \
+        tests/joblib_backend/run_pytest.py -q tests/joblib_backend/test_backend_mpi.py
 done
 
 # A real one-node Slurm cluster (apt-get installs it as root). Without root its tests skip,
