@@ -116,6 +116,7 @@ class Client:
         self.sent: Counter[str] = Counter()
         self.bytes_sent = 0
         self.tasks_sent = 0
+        self._paths: dict[int, tuple[str, ...]] = {}
         self._ids = itertools.count()
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -196,7 +197,12 @@ class Client:
             new = {k: job.arrays[k] for k in missing}
             self.sent.update(missing)
             self.bytes_sent += sum(int(a.nbytes) for a in new.values())
-            self.comm.send((job.tid, refs, new, job.payload, self.cache_bytes),
+            path = tuple(sys.path)  # rank 0's module path (the script's folder, pytest's)
+            if self._paths.get(worker) == path:
+                path = None
+            else:
+                self._paths[worker] = path
+            self.comm.send((job.tid, refs, new, job.payload, self.cache_bytes, path),
                            dest=worker, tag=TASK)
             self.tasks_sent += 1
             job.arrays = {}

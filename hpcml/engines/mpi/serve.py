@@ -3,7 +3,9 @@
 Protocol (on a duplicate of ``COMM_WORLD``, via ``mpi4py.util.pkl5``: arrays travel as
 out-of-band buffers, messages may exceed 2 GiB):
 
-* rank 0 -> worker, tag :data:`TASK`: ``(task id, [(key, nbytes)], {key: array}, payload)``.
+* rank 0 -> worker, tag :data:`TASK`: ``(task id, [(key, nbytes)], {key: array}, payload,
+  cache capacity, sys.path)``; rank 0's ``sys.path`` only when it changed, so that functions
+  pickled by reference (defined in the script's folder) import on the workers too.
   ``payload`` is the joblib batch pickled with :func:`~hpcml.core.shipping.dumps_task`
   (its large arrays replaced by content keys); the dict holds only the arrays this worker
   does not have yet. Rank 0 mirrors each worker's :class:`~hpcml.core.shipping.KeyCache`,
@@ -120,7 +122,9 @@ def serve(comm: Any, threads: int, cache_bytes: int | None = None) -> int:
         obj, status = wait_message(comm, 0, MPI.ANY_TAG)
         if status.Get_tag() == STOP:
             return done
-        tid, refs, new, payload, capacity = obj
+        tid, refs, new, payload, capacity, path = obj
+        if path is not None:  # functions pickled by reference import as on rank 0
+            sys.path[:0] = [p for p in path if p not in sys.path]
         cache.capacity = capacity
         missing, evicted = cache.admit(refs)
         for key in evicted:
