@@ -43,6 +43,11 @@ for n in 2 3; do
         tests/joblib_backend/run_pytest.py -q tests/joblib_backend/test_backend_mpi.py
 done
 
+echo "== joblib backend: failures and exits, each its own mpiexec job; a world of one"
+timeout --signal=TERM --kill-after=20 400 \
+    .venv/bin/python -m pytest -q -p no:cacheprovider tests/joblib_backend/test_failures.py \
+    tests/joblib_backend/test_backend_mpi.py
+
 # A real one-node Slurm cluster (apt-get installs it as root). Without root its tests skip,
 # except in CI (CI=true), where they must run: there they fail instead of skipping.
 echo "== Slurm tests: templates, renderer and submitit on a local cluster (tests/slurm)"
@@ -51,4 +56,4 @@ timeout --signal=TERM --kill-after=30 900 \
 
 echo "== pytest (doctests, pure logic, CLI)"
 exec .venv/bin/python -m pytest -q --doctest-modules hpcml tests --ignore=tests/mpi \
-    --ignore=tests/slurm "$@"
+    --ignore=tests/slurm --ignore=tests/joblib_backend "$@"
