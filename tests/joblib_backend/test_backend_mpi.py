@@ -1,0 +1,178 @@
+"""The ``"mpi"`` backend with scikit-learn: results equal loky's, arrays sent once.
+
+Run on every world size: ``mpiexec -n P python -m hpcml.joblib
+tests/joblib_backend/run_pytest.py tests/joblib_backend/test_backend_mpi.py``; rank 0 runs
+these tests, the other ranks are the workers. Under plain pytest (a world of one) the
+backend runs tasks in-process, and the tests that count MPI transfers need workers.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+import joblib
+import numpy as np
+import pytest
+from joblib import Parallel, delayed
+from sklearn.datasets import make_classification
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.inspection import permutation_importance
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, cross_validate
+from sklearn.svm import SVC
+
+import hpcml.joblib  # noqa: F401  (registers "mpi"; the launcher started MPI already)
+from hpcml.engines.mpi.joblib_backend import get_client
+
+CLIENT = get_client()
+needs_workers = pytest.mark.skipif(CLIENT is None, reason="needs mpiexec -n 2 or more")
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_classification(n_samples=300, n_features=20, random_state=0)
+
+
+def both(fn):
+    """``fn()`` under loky and under mpi."""
+    with joblib.parallel_config(backend="loky", n_jobs=2):
+        ref = fn()
+    with joblib.parallel_config(backend="mpi", n_jobs=-1):
+        got = fn()
+    return ref, got
+
+
+def test_grid_search_equals_loky(data):
+    X, y = data
+    grid = {"C": [0.1, 1.0, 10.0], "gamma": ["scale", 0.01]}
+    ref, got = both(lambda: GridSearchCV(SVC(), grid, cv=5, n_jobs=-1).fit(X, y))
+    assert got.best_params_ == ref.best_params_
+    for key in ("mean_test_score", "std_test_score", "rank_test_score"):
+        np.testing.assert_array_equal(got.cv_results_[key], ref.cv_results_[key])
+
+
+def test_cross_validate_equals_loky(data):
+    X, y = data
+    ref, got = both(lambda: cross_validate(LogisticRegression(max_iter=500), X, y, cv=5,
+                                           n_jobs=-1, scoring=["accuracy", "roc_auc"]))
+    for key in ("test_accuracy", "test_roc_auc"):
+        np.testing.assert_array_equal(got[key], ref[key])
+
+
+def test_forest_fit_equals_loky(data):
+    X, y = data
+    ref, got = both(lambda: RandomForestClassifier(n_estimators=20, random_state=0,
+                                                   n_jobs=-1).fit(X, y))
+    np.testing.assert_array_equal(got.predict_proba(X), ref.predict_proba(X))
+    np.testing.assert_array_equal(got.feature_importances_, ref.feature_importances_)
+
+
+def test_permutation_importance_equals_loky(data):
+    X, y = data
+    model = LogisticRegression(max_iter=500).fit(X, y)
+    ref, got = both(lambda: permutation_importance(model, X, y, n_repeats=5, random_state=0,
+                                                   n_jobs=-1))
+    np.testing.assert_array_equal(got.importances, ref.importances)
+
+
+@needs_workers
+def test_grid_search_sends_X_and_y_once_per_worker_and_caches_across_calls():
+    X, y = make_classification(n_samples=4000, n_features=30, random_state=1)
+    assert X.nbytes > 1 << 16  # above the scatter threshold (y is below: it goes inline)
+    from hpcml.core.shipping import array_key
+
+    x_key = array_key(X)
+    before = CLIENT.sent[x_key]
+    tasks_before = CLIENT.tasks_sent
+    grid = {"C": [0.01, 0.1, 1.0, 10.0]}
+    with joblib.parallel_config(backend="mpi", n_jobs=-1):
+        GridSearchCV(LogisticRegression(max_iter=200), grid, cv=5, n_jobs=-1).fit(X, y)
+    n_batches = CLIENT.tasks_sent - tasks_before
+    assert n_batches >= CLIENT.n_workers  # every worker got work
+    assert CLIENT.sent[x_key] - before <= CLIENT.n_workers  # once per worker, not per task
+    assert CLIENT.sent[x_key] - before >= 1
+    with joblib.parallel_config(backend="mpi", n_jobs=-1):  # a second call: cached
+        GridSearchCV(LogisticRegression(max_iter=200), grid, cv=5, n_jobs=-1).fit(X, y)
+    assert CLIENT.sent[x_key] - before <= CLIENT.n_workers
+
+
+@needs_workers
+def test_changed_array_is_sent_again():
+    from hpcml.core.shipping import array_key
+
+    X = np.random.default_rng(0).random(20_000)
+    with joblib.parallel_config(backend="mpi", n_jobs=-1):
+        a = Parallel()(delayed(np.sum)(X) for _ in range(4))
+        X[0] += 1.0  # same object, new content: a new key
+        b = Parallel()(delayed(np.sum)(X) for _ in range(4))
+    assert a[0] != b[0] and len(set(a)) == len(set(b)) == 1
+    assert CLIENT.sent[array_key(X)] >= 1
+
+
+def _where(i, delay=0.0):
+    time.sleep(delay)
+    return i, os.getpid()
+
+
+def test_results_in_order_and_spread_over_workers():
+    with joblib.parallel_config(backend="mpi", n_jobs=-1):
+        out = Parallel(batch_size=1)(delayed(_where)(i, 0.01 * (i % 3)) for i in range(24))
+    assert [i for i, _ in out] == list(range(24))
+    if CLIENT is not None and CLIENT.n_workers > 1:
+        assert len({pid for _, pid in out}) == CLIENT.n_workers
+        assert os.getpid() not in {pid for _, pid in out}
+
+
+@pytest.mark.parametrize("return_as", ["generator", "generator_unordered"])
+def test_generators(return_as):
+    with joblib.parallel_config(backend="mpi", n_jobs=-1):
+        gen = Parallel(return_as=return_as, batch_size=1)(
+            delayed(_where)(i, 0.02 * (5 - i)) for i in range(6))
+        got = [i for i, _ in gen]
+    assert sorted(got) == list(range(6))
+    if return_as == "generator":
+        assert got == list(range(6))
+
+
+def _fails(i):
+    if i == 3:
+        raise KeyError(f"task {i} failed")
+    return i
+
+
+def test_task_exception_names_worker_rank_and_host():
+    with joblib.parallel_config(backend="mpi", n_jobs=-1), \
+            pytest.raises(KeyError, match="task 3 failed") as info:
+        Parallel(batch_size=1)(delayed(_fails)(i) for i in range(8))
+    if CLIENT is not None:
+        notes = "\n".join(getattr(info.value, "__notes__", []))
+        assert "worker rank" in notes and socket.gethostname() in notes
+        assert "_fails" in notes  # the worker's traceback
+    with joblib.parallel_config(backend="mpi", n_jobs=-1):  # still works after
+        assert Parallel()(delayed(_fails)(i) for i in range(3)) == [0, 1, 2]
+
+
+def _nested_n_jobs():
+    from joblib.parallel import get_active_backend
+
+    backend, n_jobs = get_active_backend()
+    inner = Parallel(n_jobs=-1)
+    effective = inner._effective_n_jobs()
+    from threadpoolctl import threadpool_info
+
+    return type(backend).__name__, n_jobs, effective, os.environ.get("OMP_NUM_THREADS"), \
+        [p["num_threads"] for p in threadpool_info()]
+
+
+@needs_workers
+def test_nested_parallel_stays_within_the_rank_budget():
+    from hpcml.core.threads import threads_per_rank
+
+    with joblib.parallel_config(backend="mpi", n_jobs=-1):
+        out = Parallel(batch_size=1)(delayed(_nested_n_jobs)() for _ in range(4))
+    for name, _, effective, omp, _pools in out:
+        assert name == "BudgetThreadingBackend"
+        budget = int(omp) if omp else threads_per_rank(CLIENT.n_workers + 1)[0]
+        assert 1 <= effective <= budget
