@@ -15,6 +15,7 @@ imports its own (``dask``, ``ray``, ``pyspark``), only when chosen.
 
 from __future__ import annotations
 
+import concurrent.futures
 import signal
 import time
 from abc import abstractmethod
@@ -244,3 +245,19 @@ class FarmEngine(Engine):
         finally:
             if pending:
                 self._cancel(list(pending))
+
+
+class FuturesFarm(FarmEngine):
+    """A farm whose handles are :class:`concurrent.futures.Future` objects (loky, Spark)."""
+
+    def _wait(self, pending: list[Any], timeout: float) -> list[Any]:
+        done, _ = concurrent.futures.wait(pending, timeout=timeout,
+                                          return_when=concurrent.futures.FIRST_COMPLETED)
+        return [f for f in pending if f in done]
+
+    def _result(self, handle: Any) -> list[FitResult]:
+        return handle.result()
+
+    def _cancel(self, pending: list[Any]) -> None:
+        for f in pending:
+            f.cancel()  # running ones finish (or end with the pool or session at close)

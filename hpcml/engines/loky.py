@@ -7,11 +7,10 @@ travels as a list of item numbers.
 
 from __future__ import annotations
 
-import concurrent.futures
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from hpcml.engines.farm import FarmEngine
+from hpcml.engines.farm import FuturesFarm
 
 if TYPE_CHECKING:
     from hpcml.core.fitting import FitResult
@@ -31,7 +30,7 @@ def _run_items(items: Sequence[int], t0: float) -> list[FitResult]:
     return _STATE["tasks"].run_items(items, _STATE["X"], _STATE["y"], t0)
 
 
-class LokyEngine(FarmEngine):
+class LokyEngine(FuturesFarm):
     """Worker processes on this machine (joblib's loky), one task at a time each.
 
     Parameters
@@ -71,18 +70,6 @@ class LokyEngine(FarmEngine):
 
     def _submit(self, tasks: Any, items: Sequence[int], data: dict[str, Any], t0: float) -> Any:
         return self._pool.submit(_run_items, items, t0)
-
-    def _wait(self, pending: list[Any], timeout: float) -> list[Any]:
-        done, _ = concurrent.futures.wait(pending, timeout=timeout,
-                                          return_when=concurrent.futures.FIRST_COMPLETED)
-        return [f for f in pending if f in done]
-
-    def _result(self, handle: Any) -> list[FitResult]:
-        return handle.result()
-
-    def _cancel(self, pending: list[Any]) -> None:
-        for f in pending:
-            f.cancel()
 
     def _stop_workers(self) -> None:
         if self._pool is not None:

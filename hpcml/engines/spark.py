@@ -23,7 +23,7 @@ import joblibspark
 import pyspark
 from pyspark.sql import SparkSession
 
-from hpcml.engines.farm import FarmEngine
+from hpcml.engines.farm import FuturesFarm
 
 if TYPE_CHECKING:
     from hpcml.core.fitting import FitResult
@@ -38,7 +38,7 @@ def _run_items(tasks: Any, items: Sequence[int], t0: float, X: Any, y: Any
     return tasks.value.run_items(items, X.value, y.value, t0)
 
 
-class SparkEngine(FarmEngine):
+class SparkEngine(FuturesFarm):
     """Chunks of the plan as Spark jobs, through joblibspark's joblib backend.
 
     Parameters
@@ -134,18 +134,6 @@ class SparkEngine(FarmEngine):
                 raise RuntimeError(f"a Spark task failed: {getattr(out, 'tb', exc)}") from exc
             raise RuntimeError(f"a Spark task failed: {out!r}")
         return out
-
-    def _wait(self, pending: list[Any], timeout: float) -> list[Any]:
-        done, _ = concurrent.futures.wait(pending, timeout=timeout,
-                                          return_when=concurrent.futures.FIRST_COMPLETED)
-        return [f for f in pending if f in done]
-
-    def _result(self, handle: Any) -> list[FitResult]:
-        return handle.result()
-
-    def _cancel(self, pending: list[Any]) -> None:
-        for f in pending:
-            f.cancel()  # the running ones end with the session (close)
 
     def _stop_workers(self) -> None:
         if self._pool is not None:
