@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-__all__ = ["UsageError", "SpecError", "EXIT_USAGE", "print_error"]
+__all__ = ["UsageError", "SpecError", "RunError", "EXIT_USAGE", "exit_status", "print_error"]
 
 #: Exit status of a run refused for bad input (spec, data, options).
 EXIT_USAGE = 2
@@ -12,6 +12,9 @@ EXIT_USAGE = 2
 
 class UsageError(Exception):
     """Bad input from the user: printed as one line, exit status 2, no traceback."""
+
+    #: The exit status of a command that stops on this error.
+    exit_status = EXIT_USAGE
 
 
 class SpecError(UsageError):
@@ -37,6 +40,19 @@ class SpecError(UsageError):
 
     def __reduce__(self):  # the same error on another rank (World.agree pickles it)
         return (type(self), (self.key, self.message, self.source))
+
+
+class RunError(UsageError):
+    """A run that failed for a known cause outside the spec (a full disk, every fit failing
+    for a reason that is not the spec's): one line naming the cause and the fix, exit status
+    1, no traceback. Raised collectively (or on one rank, which then aborts the others)."""
+
+    exit_status = 1
+
+
+def exit_status(exc: BaseException) -> int:
+    """The exit status for a :class:`UsageError` (2) or :class:`RunError` (1)."""
+    return int(getattr(exc, "exit_status", EXIT_USAGE))
 
 
 def print_error(message: str) -> None:

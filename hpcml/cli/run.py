@@ -109,11 +109,13 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     # Not under a launcher: catch what is cheap to catch before starting any rank. The ranks
     # check the whole spec (estimators, grids, scoring) collectively and exit 2 on bad input;
     # doing it here too would import scikit-learn twice in a row (~2 s).
+    from hpcml.run.lock import check_unlocked
     from hpcml.run.outputs import check_out_dir
     from hpcml.spec.schema import precheck_spec
 
     precheck_spec(args.spec)
     check_out_dir(out, args.force)
+    check_unlocked(out)  # another run on this --out: refuse before starting any rank
     n = args.ranks or default_ranks()
     if n == 1:
         return _run_rank(args, out)

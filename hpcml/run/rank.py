@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from hpcml.errors import EXIT_USAGE, UsageError, print_error
+from hpcml.errors import UsageError, exit_status, print_error
 from hpcml.run.signals import STOP_SIGNALS, StopFlag, ignore_stop_signals, install_stop_handlers
 
 __all__ = ["Rank", "on_rank", "rank_main"]
@@ -69,6 +69,8 @@ def on_rank(work: Callable[[Rank], T], *, threads: int | None = None,
             try:
                 return work(Rank(comm, threads, stop))
             except UsageError as exc:  # raised on every rank (World.agree): no abort
+                if comm.Get_size() > 1 and not getattr(exc, "hpcml_collective", False):
+                    raise  # on this rank only (a full disk): abort_on_error ends every rank
                 usage = exc
     finally:
         if stop_signals:
@@ -87,4 +89,4 @@ def rank_main(work: Callable[[Rank], int], *, threads: int | None = None,
 
         if world_rank() == 0:
             print_error(str(exc))
-        return EXIT_USAGE
+        return exit_status(exc)

@@ -17,20 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpcml.errors import SpecError
+from hpcml.spec.params import check_model_params
 from hpcml.spec.resolve import resolve
 
 if TYPE_CHECKING:
     from hpcml.core.tasks import TaskGrid
 
-__all__ = [
-    "CVSpec",
-    "DataSpec",
-    "ExperimentSpec",
-    "ModelSpec",
-    "load_spec",
-    "parse_spec",
-    "precheck_spec",
-]
+__all__ = ["CVSpec", "DataSpec", "ExperimentSpec", "ModelSpec", "load_spec", "parse_spec",
+           "precheck_spec"]
 
 TOP_LEVEL_KEYS = (
     "data",
@@ -373,6 +367,7 @@ def _parse_models(raw: Any, source: str | None) -> tuple[ModelSpec, ...]:
                 source,
             )
         grid = _parse_grid(body.get("grid"), estimator, f"{key}.grid", source)
+        check_model_params(estimator, params, grid, key, source)
         models.append(ModelSpec(str(name), body["estimator"], dict(params), grid))
     return tuple(models)
 
