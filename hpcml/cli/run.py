@@ -128,7 +128,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     report = _LauncherReport()
     code = run_ranks(n, rank_argv, threads, on_stdout_line=report.feed)
     report.explain(code, out, n)
-    return code
+    return 128 - code if code < 0 else code  # mpiexec killed by a signal: 128 + its number
 
 
 def _run_rank(args: argparse.Namespace, out: str) -> int:
@@ -174,6 +174,13 @@ class _LauncherReport:
             self._pid = None
 
     def explain(self, code: int, out: str, n: int) -> None:
+        if code < 0:
+            import signal
+
+            error(f"mpiexec was killed by {signal.Signals(-code).name} (out of memory, or "
+                  f"killed by hand?); its ranks were stopped. Every finished fit is in {out}/"
+                  "journal: run the same command again to resume")
+            return
         if code in (0, EXIT_USAGE, EXIT_REQUEUE) or not self.dead:
             return
         from hpcml.run.journal import find_rank
@@ -181,7 +188,7 @@ class _LauncherReport:
         for pid, host, exit_code in self.dead:
             who = find_rank(out, pid, host)
             name = f"rank {who['rank']} of {n}" if who else "a rank"
-            how = {"9": "killed by SIGKILL (out of memory, or killed by hand?)",
+            how = {"9": "killed (out of memory?) by SIGKILL",
                    "11": "a segmentation fault"}.get(exit_code, f"exit code {exit_code}")
             error(
                 f"{name} (pid {pid} on {host}) died: {how}. The other ranks were stopped; "

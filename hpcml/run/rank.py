@@ -57,12 +57,19 @@ def on_rank(work: Callable[[Rank], T], *, threads: int | None = None,
     Exceptions from ``work`` propagate (a :class:`UsageError` on every rank, when ``work``
     raises it collectively); any other exception aborts every rank of a world of several.
     """
+    import os
+
     from hpcml.engines.mpi.world import abort_on_error, join_world
 
+    parent = os.getppid()
     stop = StopFlag()
     if stop_signals:
         install_stop_handlers(stop, stop_signals)
     comm, threads = join_world(threads)  # refuses plain srun; threads before numpy
+    if comm.Get_size() > 1:  # a rank whose launcher (proxy, step daemon) dies dies with it
+        from hpcml.run.orphans import die_with_parent
+
+        die_with_parent(parent=parent)
     usage: UsageError | None = None
     try:
         with abort_on_error(comm):

@@ -131,6 +131,7 @@ def evaluate_grid(
         if fit_timeout is None:
             return engine.run(plan, run_task, observers, should_stop)
         metrics = list(next(iter(scorers.values())))
-        with TimeoutRunner(run_task, fit_timeout, metrics, error_score, return_train_score) as tr:
+        with TimeoutRunner(run_task, fit_timeout, metrics, error_score, return_train_score,
+                           task_of=lambda i: int(todo[i])) as tr:
             return engine.run(plan, tr, observers, should_stop)
 
