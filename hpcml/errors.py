@@ -36,7 +36,7 @@ class SpecError(UsageError):
         self.source = source
         where = f"{source}: " if source else ""
         at = f"{key}: " if key else ""
-        super().__init__(f"{where}{at}{message}")
+        super().__init__(_one_line(f"{where}{at}{message}"))
 
     def __reduce__(self):  # the same error on another rank (World.agree pickles it)
         return (type(self), (self.key, self.message, self.source))
@@ -48,6 +48,11 @@ class RunError(UsageError):
     1, no traceback. Raised collectively (or on one rank, which then aborts the others)."""
 
     exit_status = 1
+
+
+def _one_line(text: str) -> str:
+    """A message on one line: line breaks (e.g. in a key of the spec) written as ``\\n``."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def exit_status(exc: BaseException) -> int:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpcml.errors import SpecError
+from hpcml.spec.limits import check_size
 from hpcml.spec.params import check_model_params
 from hpcml.spec.resolve import resolve
 
@@ -200,12 +201,17 @@ def _read_yaml(path: str | os.PathLike) -> tuple[Any, str, Path]:
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError("", f"cannot read the spec: {exc}", source) from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise SpecError("", f"malformed YAML at {where}{problem}", source) from None
+    except (ValueError, TypeError, AttributeError, IndexError, OverflowError, RecursionError) as exc:
+        # a tag the safe loader cannot build (!!timestamp null, !!int x)
+        raise SpecError("", f"malformed YAML: a tagged value cannot be read ({exc})", source
+                        ) from None
+    check_size(raw, source)
     return raw, source, p.resolve().parent
 
 
@@ -522,6 +528,8 @@ def _parse_save_oof(raw: Any, source: str | None) -> dict[str, str] | None:
 def _splitter_class(name: str, key: str, source: str | None = None) -> Any:
     import sklearn.model_selection as ms
 
+    if not isinstance(name, str):
+        raise SpecError(key, f"must be a splitter name like 'KFold', got {name!r}", source)
     if "." in name or ":" in name:
         try:
             cls = resolve(name)
