@@ -33,7 +33,7 @@ from hpcml.run.journal import JOURNAL_DIR, Journal, Manifest, array_id, read_jou
 from hpcml.run.lock import hold_lock, release_lock
 from hpcml.run.outputs import RESULT_FILES, check_out_dir
 from hpcml.search.evaluate import evaluate_grid, share_folds
-from hpcml.spec.checks import check_nan_support, check_splits_vs_classes
+from hpcml.spec.checks import check_nan_support, check_splits_vs_classes, check_target_classes
 from hpcml.spec.data import Dataset, fingerprint, load_data
 from hpcml.spec.schema import ExperimentSpec, load_spec, parse_spec
 
@@ -193,6 +193,7 @@ def place_data(world: World, spec: ExperimentSpec) -> Placed:
     if world.is_root:
         data.X, data.y = X, y  # drop the private copy: one copy of the data per node
     world.agree(lambda: check_nan_support(X, estimators, data.feature_names, spec.source))
+    world.agree(lambda: check_target_classes(y, estimators, spec.source))
     return Placed(data, X, y, estimators)
 
 
