@@ -51,15 +51,20 @@ def check_out_dir(out: str | os.PathLike, force: bool = False) -> Path:
     return path
 
 
-def disk_error(path: str | os.PathLike, exc: OSError) -> OSError | RunError:
-    """A full disk (or quota) as one line naming the folder and the fix; other errors as is."""
+def disk_error(path: str | os.PathLike, exc: OSError,
+               out: str | os.PathLike | None = None) -> OSError | RunError:
+    """A full disk (or quota) as one line naming the folder and the fix; other errors as is.
+
+    ``out`` is the run's output folder, when ``path`` lies deeper in it (the journal).
+    """
     if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
         return exc
     what = "no space left on the device" if exc.errno == errno.ENOSPC else "disk quota exceeded"
+    folder = Path(out) if out is not None else Path(path).parent
     return RunError(
-        f"--out {Path(path).parent}: {what} ({errno.errorcode[exc.errno]}) writing "
-        f"{Path(path).name}; free space there and run the same command again to resume "
-        "(every fit recorded so far is kept)"
+        f"--out {folder}: {what} ({errno.errorcode[exc.errno]}) writing "
+        f"{os.path.relpath(path, folder)}; free space there and run the same command again "
+        "to resume (every fit recorded so far is kept)"
     )
 
 

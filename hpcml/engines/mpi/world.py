@@ -136,6 +136,8 @@ def abort_on_error(comm: Any = None) -> Iterator[None]:
             sys.stderr.write(f"hpcml: error: rank {rank} of {size} on {socket.gethostname()}: "
                              f"{exc}\n")
             sys.stderr.flush()
+            with contextlib.suppress(OSError):  # not MPICH's "Abort(1) on node..." after it
+                os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
             comm.Abort(exit_status(exc))
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         sys.stdout.flush()
