@@ -21,7 +21,13 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from hpcml.errors import UsageError, exit_status, print_error
-from hpcml.run.signals import STOP_SIGNALS, StopFlag, ignore_stop_signals, install_stop_handlers
+from hpcml.run.signals import (
+    EARLY,
+    STOP_SIGNALS,
+    StopFlag,
+    ignore_stop_signals,
+    install_stop_handlers,
+)
 
 __all__ = ["Rank", "on_rank", "rank_main"]
 
@@ -63,6 +69,8 @@ def on_rank(work: Callable[[Rank], T], *, threads: int | None = None,
 
     parent = os.getppid()
     stop = StopFlag()
+    if EARLY():  # a stop signal during start-up: stop before the first fit
+        stop.set(EARLY.signal_name or "request")
     if stop_signals:
         install_stop_handlers(stop, stop_signals)
     comm, threads = join_world(threads)  # refuses plain srun; threads before numpy

@@ -29,7 +29,8 @@ def cli_env(**extra: str) -> dict[str, str]:
 
 def start(args: list[str], cwd: Path, **kw) -> subprocess.Popen:
     """Start ``python -m hpcml ARGS`` in its own session (killed at the end of the test)."""
-    proc = subprocess.Popen([sys.executable, "-m", "hpcml", *args], cwd=cwd, env=cli_env(),
+    proc = subprocess.Popen([sys.executable, "-m", "hpcml", *args], cwd=cwd,
+                            env=cli_env(HPCML_TEST_MARKS=str(cwd)),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True, **kw)
     _started.append(proc)
