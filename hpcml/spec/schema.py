@@ -27,17 +27,8 @@ if TYPE_CHECKING:
 __all__ = ["CVSpec", "DataSpec", "ExperimentSpec", "ModelSpec", "load_spec", "parse_spec",
            "precheck_spec"]
 
-TOP_LEVEL_KEYS = (
-    "data",
-    "cv",
-    "scoring",
-    "refit",
-    "models",
-    "return_train_score",
-    "error_score",
-    "fit_timeout",
-    "save_oof",
-)
+TOP_LEVEL_KEYS = ("data", "cv", "scoring", "refit", "models", "return_train_score",
+                  "error_score", "fit_timeout", "save_oof")
 DATA_KEYS = ("generator", "params", "path", "target", "groups")
 MODEL_KEYS = ("estimator", "params", "grid")
 DATA_SUFFIXES = (".csv", ".npz", ".npy", ".parquet")
@@ -198,7 +189,10 @@ def _read_yaml(path: str | os.PathLike) -> tuple[Any, str, Path]:
         raise SpecError("", f"{source} is a folder; give the spec's YAML file", None)
     try:
         text = p.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise SpecError("", f"cannot read the spec: not UTF-8 text (byte {exc.start}: "
+                        f"{exc.reason}); save it as UTF-8", source) from None
+    except OSError as exc:
         raise SpecError("", f"cannot read the spec: {exc}", source) from None
     try:
         raw = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506

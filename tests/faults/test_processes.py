@@ -27,8 +27,8 @@ from faultkit import (
 SLOW = """\
   slow:
     estimator: faultmodels:Majority
-    params: {delay: 0.5}
-    grid: {C: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]}
+    params: {delay: 0.4}
+    grid: {C: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]}
 """
 
 

@@ -17,7 +17,7 @@ N_ALL = 80
 MODELS = f"""\
   m:
     estimator: faultmodels:Majority
-    params: {{delay: 0.1, refit_delay: 3.0, n_all: {N_ALL}, hog: false}}
+    params: {{delay: 0.1, refit_delay: 1.5, n_all: {N_ALL}, hog: false}}
     grid: {{C: [1, 2, 3, 4, 5, 6]}}
 """
 
