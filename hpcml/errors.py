@@ -49,6 +49,15 @@ class RunError(UsageError):
 
     exit_status = 1
 
+    def __init__(self, message: str, one_rank: bool = False) -> None:
+        super().__init__(message)
+        #: Raised on this rank only (its own journal, say), not on every rank: the rank then
+        #: aborts the others (:func:`hpcml.run.rank.on_rank`) instead of returning alone.
+        self.one_rank = one_rank
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.one_rank))
+
 
 def _one_line(text: str) -> str:
     """A message on one line: line breaks (e.g. in a key of the spec) written as ``\\n``."""

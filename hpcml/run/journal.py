@@ -125,7 +125,7 @@ class Journal:
             self._who.write_text(json.dumps({"rank": rank, "pid": os.getpid(),
                                              "host": socket.gethostname(), "shard": shard}))
         except OSError as exc:
-            raise disk_error(self.path, exc, out) from None
+            raise disk_error(self.path, exc, out, one_rank=True) from None
         self.sync_every = sync_every
         self._last_sync = time.monotonic()
         self.host = socket.gethostname()
@@ -162,7 +162,7 @@ class Journal:
                 self.sync()
         except OSError as exc:
             self._abandon()
-            raise disk_error(self.path, exc, self.path.parent.parent) from None
+            raise disk_error(self.path, exc, self.path.parent.parent, one_rank=True) from None
 
     def _abandon(self) -> None:
         """Drop what is buffered and close the file (after a failed write)."""

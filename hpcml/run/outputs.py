@@ -51,11 +51,12 @@ def check_out_dir(out: str | os.PathLike, force: bool = False) -> Path:
     return path
 
 
-def disk_error(path: str | os.PathLike, exc: OSError,
-               out: str | os.PathLike | None = None) -> OSError | RunError:
+def disk_error(path: str | os.PathLike, exc: OSError, out: str | os.PathLike | None = None,
+               one_rank: bool = False) -> OSError | RunError:
     """A full disk (or quota) as one line naming the folder and the fix; other errors as is.
 
-    ``out`` is the run's output folder, when ``path`` lies deeper in it (the journal).
+    ``out`` is the run's output folder, when ``path`` lies deeper in it (the journal);
+    ``one_rank`` says that only this rank writes it (see :class:`~hpcml.errors.RunError`).
     """
     if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
         return exc
@@ -64,7 +65,7 @@ def disk_error(path: str | os.PathLike, exc: OSError,
     return RunError(
         f"--out {folder}: {what} ({errno.errorcode[exc.errno]}) writing "
         f"{os.path.relpath(path, folder)}; free space there and run the same command again "
-        "to resume (every fit recorded so far is kept)"
+        "to resume (every fit recorded so far is kept)", one_rank=one_rank,
     )
 
 

@@ -84,8 +84,9 @@ def on_rank(work: Callable[[Rank], T], *, threads: int | None = None,
             try:
                 return work(Rank(comm, threads, stop))
             except UsageError as exc:  # raised on every rank (World.agree): no abort
-                if comm.Get_size() > 1 and not getattr(exc, "hpcml_collective", False):
-                    raise  # on this rank only (a full disk): abort_on_error ends every rank
+                if comm.Get_size() > 1 and getattr(exc, "one_rank", False) and not getattr(
+                        exc, "hpcml_collective", False):
+                    raise  # on this rank only (its journal's disk): abort_on_error ends all
                 usage = exc
     finally:
         if stop_signals:
