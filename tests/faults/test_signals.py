@@ -34,7 +34,7 @@ def _catches(pid: int, sig: int) -> bool:
     return bool(mask >> (sig - 1) & 1)
 
 
-def _ranks_ready(launcher: int, sig: int) -> bool:
+def _ranks_started(launcher: int) -> bool:
     try:
         kids = psutil.Process(launcher).children(recursive=True)
     except psutil.Error:
@@ -50,7 +50,7 @@ def _refit_started(tmp_path: Path) -> bool:
 PHASES = {
     # phase: (signal, what to wait for before sending it)
     "start-up": (signal.SIGTERM, lambda p, t: _catches(p.pid, signal.SIGTERM)),
-    "ranks starting": (signal.SIGUSR1, lambda p, t: _ranks_ready(p.pid, signal.SIGUSR1)),
+    "ranks starting": (signal.SIGUSR1, lambda p, t: _ranks_started(p.pid)),
     "data load": (signal.SIGUSR1, lambda p, t: (t / "load.started").exists()),
     "fitting": (signal.SIGTERM, lambda p, t: journal_lines(t / "out") >= 2),
     "refit": (signal.SIGUSR1, lambda p, t: _refit_started(t)),
