@@ -118,14 +118,17 @@ def test_best_model_is_refit_and_loadable(runs):
 
 
 def test_exception_on_a_rank_aborts_all_with_rank_and_host(tmp_path):
-    spec = SPEC.replace("alpha: [0.1, 1.0, 10.0]", "alpha: [0.1, -1.0]") + "error_score: raise\n"
+    # a value that passes the params check (a bad type or range is refused before any fit)
+    # but fails in the fit: lbfgs needs positive=True
+    spec = (SPEC.replace("alpha: [0.1, 1.0, 10.0]", "alpha: [0.1], solver: [auto, lbfgs]")
+            + "error_score: raise\n")
     (tmp_path / "spec.yaml").write_text(spec)
     proc = hpcml("run", "-n", "2", "spec.yaml", "--out", "out", "--no-progress", cwd=tmp_path,
                  timeout=120)
     assert proc.returncode not in (0, 2)
     assert "### hpcml: rank" in proc.stderr and "of 2 on" in proc.stderr
     assert socket.gethostname() in proc.stderr
-    assert "Traceback" in proc.stderr and "alpha" in proc.stderr
+    assert "Traceback" in proc.stderr and "lbfgs" in proc.stderr
     assert not (tmp_path / "out" / "run.json").exists()
 
 

@@ -10,7 +10,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from hpcml.errors import EXIT_USAGE, UsageError, print_error
+from hpcml.errors import UsageError, exit_status, print_error
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
@@ -63,6 +63,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return command.run(args)
     except UsageError as exc:
         print_error(str(exc))
-        return EXIT_USAGE
+        return exit_status(exc)
     except KeyboardInterrupt:
         return 130

@@ -132,15 +132,22 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         raise UsageError(srun_message(tasks))
     if under_mpi_launcher():
         return _run_rank(args, out)
+    stop = _early_stop()  # a stop signal before the ranks start: exit 75, nothing started
     # Not under a launcher: catch what is cheap to catch before starting any rank. The ranks
     # check the whole spec (estimators, grids, scoring) collectively and exit 2 on bad input;
     # doing it here too would import scikit-learn twice in a row (~2 s).
+    from hpcml.run.lock import check_unlocked
     from hpcml.run.outputs import check_out_dir
     from hpcml.spec.schema import precheck_spec
 
     precheck_spec(args.spec)
     check_out_dir(out, args.force)
+    check_unlocked(out)  # another run on this --out: refuse before starting any rank
     n = args.ranks or default_ranks()
+    if stop():
+        sys.stderr.write(f"hpcml: stopped by {stop.signal_name} before the ranks started; run "
+                         f"the same command again (exit status {EXIT_REQUEUE}).\n")
+        return EXIT_REQUEUE
     if n == 1:
         return _run_rank(args, out)
     from hpcml.core.threads import threads_per_rank, usable_cores
@@ -151,8 +158,23 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         rank_argv += ["--out", out]
     report = _LauncherReport()
     code = run_ranks(n, rank_argv, threads, on_stdout_line=report.feed)
+    from hpcml.run.signals import ignore_stop_signals
+
+    ignore_stop_signals()  # the run is over: a late stop signal must not kill the launcher
+    if report.stopped_at_start(code):
+        sys.stderr.write(f"hpcml: stopped by a stop signal while the ranks started; run the "
+                         f"same command again (exit status {EXIT_REQUEUE}).\n")
+        return EXIT_REQUEUE
     report.explain(code, out, n)
-    return code
+    return 128 - code if code < 0 else code  # mpiexec killed by a signal: 128 + its number
+
+
+def _early_stop() -> Any:
+    """The launcher's stop flag, set by SIGTERM/SIGUSR1 until mpiexec takes over."""
+    from hpcml.run.signals import EARLY, catch_early
+
+    catch_early()  # (already done by python -m hpcml; not by the hpcml script)
+    return EARLY
 
 
 def _run_rank(args: argparse.Namespace, out: str) -> int:
@@ -261,7 +283,23 @@ class _LauncherReport:
             self.dead.append((*self._pid, m.group(1)))
             self._pid = None
 
+    def stopped_at_start(self, code: int) -> bool:
+        """Whether ranks died of SIGTERM/SIGUSR1 itself: it came before they could catch it
+        (the first milliseconds of a rank), so the run was stopped, not broken."""
+        import signal
+
+        stop = {str(int(signal.SIGTERM)), str(int(signal.SIGUSR1))}
+        return code not in (0, EXIT_USAGE) and bool(self.dead) and all(
+            c in stop for *_, c in self.dead)
+
     def explain(self, code: int, out: str, n: int) -> None:
+        if code < 0:
+            import signal
+
+            error(f"mpiexec was killed by {signal.Signals(-code).name} (out of memory, or "
+                  f"killed by hand?); its ranks were stopped. Every finished fit is in {out}/"
+                  "journal: run the same command again to resume")
+            return
         if code in (0, EXIT_USAGE, EXIT_REQUEUE) or not self.dead:
             return
         from hpcml.run.journal import find_rank
@@ -269,7 +307,7 @@ class _LauncherReport:
         for pid, host, exit_code in self.dead:
             who = find_rank(out, pid, host)
             name = f"rank {who['rank']} of {n}" if who else "a rank"
-            how = {"9": "killed by SIGKILL (out of memory, or killed by hand?)",
+            how = {"9": "killed (out of memory?) by SIGKILL",
                    "11": "a segmentation fault"}.get(exit_code, f"exit code {exit_code}")
             error(
                 f"{name} (pid {pid} on {host}) died: {how}. The other ranks were stopped; "

@@ -130,9 +130,9 @@ class World(ABC):
         reports = self.allgather(None if error is None else _report(error, self.rank))
         first = next((r for r in reports if r is not None), None)
         if first is not None:
-            if error is not None and first[0] == self.rank:
-                raise error
-            raise _rebuild(first)
+            exc = error if error is not None and first[0] == self.rank else _rebuild(first)
+            exc.hpcml_collective = True  # raised on every rank: no abort needed (run.rank)
+            raise exc
         return self.bcast(value) if on_root and self.size > 1 else value
 
 

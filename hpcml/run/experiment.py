@@ -30,9 +30,10 @@ from hpcml.engines.base import Engine, World
 from hpcml.errors import SpecError, UsageError
 from hpcml.run.finalize import finalize, is_classifier_spec, run_info
 from hpcml.run.journal import JOURNAL_DIR, Journal, Manifest, array_id, read_journal, task_keys
+from hpcml.run.lock import hold_lock, release_lock
 from hpcml.run.outputs import RESULT_FILES, check_out_dir
 from hpcml.search.evaluate import evaluate_grid, share_folds
-from hpcml.spec.checks import check_nan_support, check_splits_vs_classes
+from hpcml.spec.checks import check_nan_support, check_splits_vs_classes, check_target_classes
 from hpcml.spec.data import Dataset, fingerprint, load_data
 from hpcml.spec.schema import ExperimentSpec, load_spec, parse_spec
 
@@ -177,6 +178,7 @@ def run_experiment(
         return result
     finally:
         placed = folds = None  # the shared-memory views die with the world
+        release_lock(out)
         if own_engine:
             engine.close()
             world.close()
@@ -191,6 +193,7 @@ def place_data(world: World, spec: ExperimentSpec) -> Placed:
     if world.is_root:
         data.X, data.y = X, y  # drop the private copy: one copy of the data per node
     world.agree(lambda: check_nan_support(X, estimators, data.feature_names, spec.source))
+    world.agree(lambda: check_target_classes(y, estimators, spec.source))
     return Placed(data, X, y, estimators)
 
 
@@ -327,6 +330,7 @@ def _manifest(spec: ExperimentSpec, data: Dataset, folds: Folds, grid: TaskGrid)
 
 def _prepare_out(out: Path, manifest: Manifest, keys: list[str], force: bool):
     """Check ``out`` against this run and read its journal (root only)."""
+    hold_lock(out)  # one run per folder, until run_experiment ends
     existing = Manifest.read(out)
     if existing is not None and force:
         shutil.rmtree(out / JOURNAL_DIR, ignore_errors=True)

@@ -19,10 +19,11 @@ from hpcml.core.oof import best_per_model, oof_csv
 from hpcml.core.results import best_index, cv_results_to_csv, format_cv_results
 from hpcml.core.tasks import TaskGrid
 from hpcml.core.threads import thread_budget, usable_cores
+from hpcml.errors import RunError, SpecError, UsageError
 from hpcml.run.outputs import atomic_dump_joblib, atomic_write_json, atomic_write_text
 from hpcml.spec.schema import ExperimentSpec
 
-__all__ = ["finalize", "refit_best", "run_info", "versions", "is_classifier_spec"]
+__all__ = ["all_failed_error", "finalize", "refit_best", "run_info", "versions", "is_classifier_spec"]
 
 
 def finalize(
@@ -49,6 +50,10 @@ def finalize(
         partial=not complete,
     )
     best, best_est = None, None
+    if complete and results and all(r.error is not None for r in results.values()):
+        if out is not None:  # the scores and the journal stay; no refit of a failing model
+            atomic_write_text(out / "cv_results.csv", cv_results_to_csv(cv))
+        raise all_failed_error(results, grid, out, spec.source)
     if complete and spec.refit_metric is not None:
         i = best_index(cv, spec.refit_metric)
         cand = grid.candidates[i]
@@ -86,6 +91,38 @@ def finalize(
     if complete:
         _warn_failures(results, grid)
     return cv, best, best_est
+
+
+#: Exception types that point at the spec (its params, data or scoring): exit status 2.
+SPEC_CAUSES = ("InvalidParameterError", "ValueError", "TypeError", "KeyError")
+
+
+def all_failed_error(results: dict[int, FitResult], grid: TaskGrid, out: Path | None,
+                     source: str | None = None) -> UsageError:
+    """scikit-learn's "All the N fits failed" as one line: the error counts and the fix.
+
+    A :class:`SpecError` (exit 2) when every error is of a type that points at the spec
+    (bad params or data), else a :class:`RunError` (exit 1: time limits, memory, the
+    estimator's own bugs).
+    """
+    counts: dict[str, int] = {}
+    for r in results.values():
+        last = (r.error or "").strip().splitlines()[-1:] or ["unknown error"]
+        counts[last[0]] = counts.get(last[0], 0) + 1
+    kinds = {line.split(":", 1)[0].rsplit(".", 1)[-1] for line in counts}
+    ordered = sorted(counts.items(), key=lambda kv: -kv[1])
+    detail = "; ".join(f"{n} with {line[:300]}" for line, n in ordered[:3])
+    if len(ordered) > 3:
+        detail += f"; {len(ordered) - 3} more kinds"
+    kept = f"; cv_results.csv and the journal are in {out}" if out is not None else ""
+    head = f"All the {len(results)} fits failed ({detail}){kept}, and nothing was refit"
+    if kinds <= set(SPEC_CAUSES):
+        info = _failure_summary(list(results.values()), grid)["first"]
+        return SpecError(f"models.{info['model']}",
+                         f"{head}. Fix the model's params or the data, then run with --force",
+                         source)
+    return RunError(f"{head}. Fix the cause above (a fit_timeout too short? memory?) and run "
+                    "again with --force")
 
 
 def _failure_summary(failed: list[FitResult], grid: TaskGrid) -> dict[str, Any]:

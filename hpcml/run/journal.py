@@ -24,7 +24,7 @@ import numpy as np
 
 from hpcml.core.fitting import FitResult
 from hpcml.errors import UsageError
-from hpcml.run.outputs import atomic_write_json
+from hpcml.run.outputs import atomic_write_json, disk_error
 
 __all__ = ["Journal", "Manifest", "read_journal", "task_key", "task_keys", "JOURNAL_DIR"]
 
@@ -114,15 +114,18 @@ class Journal:
     def __init__(self, out: str | os.PathLike, rank: int, shard: str = "",
                  sync_every: float = 2.0) -> None:
         folder = Path(out) / JOURNAL_DIR
-        folder.mkdir(parents=True, exist_ok=True)
         tag = f"-shard{shard.replace('/', 'of')}" if shard else ""
         name = f"rank{rank:05d}{tag}-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.jsonl"
         self.path = folder / name
-        self._f = open(self.path, "a", encoding="utf-8")
         # Who writes this file, so a launcher's "PID 1234 RUNNING AT host" names a rank.
         self._who = self.path.with_suffix(".who")
-        self._who.write_text(json.dumps({"rank": rank, "pid": os.getpid(),
-                                         "host": socket.gethostname(), "shard": shard}))
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._f = open(self.path, "a", encoding="utf-8")
+            self._who.write_text(json.dumps({"rank": rank, "pid": os.getpid(),
+                                             "host": socket.gethostname(), "shard": shard}))
+        except OSError as exc:
+            raise disk_error(self.path, exc, out, one_rank=True) from None
         self.sync_every = sync_every
         self._last_sync = time.monotonic()
         self.host = socket.gethostname()
@@ -144,14 +147,31 @@ class Journal:
             "end": result.end,
             **extra,
         }
-        if result.oof is not None:
-            _save_oof(self.path.parent / "oof", key, result.oof)
-            rec["oof"] = True
-        self._f.write(json.dumps(rec) + "\n")
-        self._f.flush()
-        self.n_written += 1
-        if time.monotonic() - self._last_sync >= self.sync_every:
-            self.sync()
+        if self._f.closed:
+            raise RuntimeError(f"{self.path}: the journal is closed (an earlier write failed)")
+        try:
+            if result.oof is not None:
+                _save_oof(self.path.parent / "oof", key, result.oof)
+                rec["oof"] = True
+            # One write call per record: a full disk leaves at most a torn last line, which
+            # read_journal skips; nothing more is written to this file after a failure.
+            self._f.write(json.dumps(rec) + "\n")
+            self._f.flush()
+            self.n_written += 1
+            if time.monotonic() - self._last_sync >= self.sync_every:
+                self.sync()
+        except OSError as exc:
+            self._abandon()
+            raise disk_error(self.path, exc, self.path.parent.parent, one_rank=True) from None
+
+    def _abandon(self) -> None:
+        """Drop what is buffered and close the file (after a failed write)."""
+        import contextlib
+
+        with contextlib.suppress(OSError):
+            os.close(self._f.fileno())  # unbuffered close: the buffer is not written again
+        with contextlib.suppress(OSError, ValueError):
+            self._f.close()
 
     def sync(self) -> None:
         """fsync the file (and its folder entry)."""
@@ -162,9 +182,13 @@ class Journal:
         self._last_sync = time.monotonic()
 
     def close(self) -> None:
+        """fsync and close the file; a journal that recorded nothing is removed."""
         if not self._f.closed:
-            self.sync()
-            self._f.close()
+            try:
+                self.sync()
+                self._f.close()
+            except OSError:  # a full disk: the records written so far are on disk
+                self._abandon()
         if self.n_written == 0:
             for path in (self.path, self._who):
                 try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -10,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from hpcml.errors import UsageError
+from hpcml.errors import RunError, UsageError
 
 __all__ = [
     "atomic_path",
@@ -19,6 +20,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_dump_joblib",
     "check_out_dir",
+    "disk_error",
     "RESULT_FILES",
 ]
 
@@ -49,6 +51,24 @@ def check_out_dir(out: str | os.PathLike, force: bool = False) -> Path:
     return path
 
 
+def disk_error(path: str | os.PathLike, exc: OSError, out: str | os.PathLike | None = None,
+               one_rank: bool = False) -> OSError | RunError:
+    """A full disk (or quota) as one line naming the folder and the fix; other errors as is.
+
+    ``out`` is the run's output folder, when ``path`` lies deeper in it (the journal);
+    ``one_rank`` says that only this rank writes it (see :class:`~hpcml.errors.RunError`).
+    """
+    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return exc
+    what = "no space left on the device" if exc.errno == errno.ENOSPC else "disk quota exceeded"
+    folder = Path(out) if out is not None else Path(path).parent
+    return RunError(
+        f"--out {folder}: {what} ({errno.errorcode[exc.errno]}) writing "
+        f"{os.path.relpath(path, folder)}; free space there and run the same command again "
+        "to resume (every fit recorded so far is kept)", one_rank=one_rank,
+    )
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     """A temporary name beside ``path``; renamed over ``path`` if the block succeeds.
@@ -70,10 +90,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it over."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        raise disk_error(path, exc) from None
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -90,8 +113,11 @@ def atomic_dump_joblib(path: str | os.PathLike, obj: Any) -> None:
     """``joblib.dump`` to a temporary name, then rename."""
     import joblib
 
-    with atomic_path(path) as tmp:
-        joblib.dump(obj, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            joblib.dump(obj, tmp)
+    except OSError as exc:
+        raise disk_error(path, exc) from None
 
 
 def _jsonable(obj: Any) -> Any:

@@ -21,9 +21,12 @@ def run_foreground(
     With ``on_stdout_line``, its standard output is passed through line by line and each
     line is also given to that callback (e.g. to read the launcher's failure report).
     """
+    from hpcml.run.orphans import preexec_die_with_parent
+
     proc = subprocess.Popen(
         list(cmd), env=dict(env) if env is not None else None,
         stdout=subprocess.PIPE if on_stdout_line else None, text=True if on_stdout_line else None,
+        preexec_fn=preexec_die_with_parent,  # a SIGKILLed launcher leaves no mpiexec behind
     )
     forwarded = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
     previous = {}

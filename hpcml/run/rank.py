@@ -20,8 +20,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from hpcml.errors import EXIT_USAGE, UsageError, print_error
-from hpcml.run.signals import STOP_SIGNALS, StopFlag, ignore_stop_signals, install_stop_handlers
+from hpcml.errors import UsageError, exit_status, print_error
+from hpcml.run.signals import (
+    EARLY,
+    STOP_SIGNALS,
+    StopFlag,
+    ignore_stop_signals,
+    install_stop_handlers,
+)
 
 __all__ = ["Rank", "on_rank", "rank_main"]
 
@@ -57,20 +63,32 @@ def on_rank(work: Callable[[Rank], T], *, threads: int | None = None,
     Exceptions from ``work`` propagate (a :class:`UsageError` on every rank, when ``work``
     raises it collectively); any other exception aborts every rank of a world of several.
     """
+    import os
+
     from hpcml.engines.mpi.world import abort_on_error, join_world
 
+    parent = os.getppid()
     stop = StopFlag()
+    if EARLY():  # a stop signal during start-up: stop before the first fit
+        stop.set(EARLY.signal_name or "request")
     if stop_signals:
         install_stop_handlers(stop, stop_signals)
     comm, threads = join_world(threads)  # refuses plain srun; threads before numpy
+    if comm.Get_size() > 1:  # a rank whose launcher (proxy, step daemon) dies dies with it
+        from hpcml.run.orphans import die_with_parent
+
+        die_with_parent(parent=parent)
     deferred: BaseException | None = None
     try:
         with abort_on_error(comm):
             try:
                 return work(Rank(comm, threads, stop))
-            except (UsageError, SystemExit) as exc:
-                # a UsageError is raised on every rank (World.agree) and an exit status is
-                # every rank's own choice (75 after a stop): neither aborts the world
+            except UsageError as exc:  # raised on every rank (World.agree): no abort
+                if comm.Get_size() > 1 and getattr(exc, "one_rank", False) and not getattr(
+                        exc, "hpcml_collective", False):
+                    raise  # on this rank only (its journal's disk): abort_on_error ends all
+                deferred = exc
+            except SystemExit as exc:  # every rank's own exit status (75 after a stop)
                 deferred = exc
     finally:
         if stop_signals:
@@ -91,4 +109,4 @@ def rank_main(work: Callable[[Rank], int], *, threads: int | None = None,
 
         if world_rank() == 0:
             print_error(str(exc))
-        return EXIT_USAGE
+        return exit_status(exc)

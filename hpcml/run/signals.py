@@ -9,7 +9,8 @@ from __future__ import annotations
 import signal
 import threading
 
-__all__ = ["EXIT_REQUEUE", "StopFlag", "install_stop_handlers", "ignore_stop_signals"]
+__all__ = ["EARLY", "EXIT_REQUEUE", "StopFlag", "catch_early", "install_stop_handlers",
+           "ignore_stop_signals"]
 
 #: Exit status of a run stopped by SIGTERM/SIGUSR1 with its journal saved (sysexits' TEMPFAIL):
 #: run the same command again and it resumes. The Slurm templates requeue on it.
@@ -33,6 +34,16 @@ class StopFlag:
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+#: Set by a stop signal that arrives before a run installs its own handlers: ``python -m
+#: hpcml`` catches them first thing (a rank just started by mpiexec would die of SIGUSR1).
+EARLY = StopFlag()
+
+
+def catch_early(signals=STOP_SIGNALS) -> None:
+    """Make ``signals`` set :data:`EARLY` from now on (the first lines of ``python -m hpcml``)."""
+    install_stop_handlers(EARLY, signals)
 
 
 def install_stop_handlers(flag: StopFlag, signals=STOP_SIGNALS) -> None:

@@ -38,11 +38,15 @@ class TimeoutRunner:
         Score of a task that timed out (with ``'raise'``, a timeout raises ``TimeoutError``).
     return_train_score : bool
         Also fill train scores of a timed-out task.
+    task_of : callable, optional
+        The task number of ``run_task``'s argument (when it is an index into a list of
+        tasks, e.g. those left on resume): a timed-out result carries it, as a fit's does.
     """
 
     def __init__(self, run_task: RunTask, timeout: float, metrics, error_score=np.nan,
-                 return_train_score: bool = False) -> None:
+                 return_train_score: bool = False, task_of=None) -> None:
         self.run_task = run_task
+        self.task_of = task_of or (lambda i: i)
         self.timeout = float(timeout)
         self.metrics = list(metrics)
         self.error_score = error_score
@@ -86,7 +90,7 @@ class TimeoutRunner:
         if self.error_score == "raise":
             raise TimeoutError(f"task {t}: {msg}")
         bad = {m: float(self.error_score) for m in self.metrics}
-        return FitResult(t, bad, dict(bad) if self.return_train_score else None,
+        return FitResult(int(self.task_of(t)), bad, dict(bad) if self.return_train_score else None,
                          self.timeout, 0.0, error=msg)
 
     def kill(self) -> None:

@@ -220,7 +220,8 @@ def evaluate_grid(
         if fit_timeout is None:
             return engine.run(plan, _announced(run_task, todo, observers), observers, should_stop)
         metrics = list(next(iter(scorers.values())))
-        with TimeoutRunner(run_task, fit_timeout, metrics, error_score, return_train_score) as tr:
+        with TimeoutRunner(run_task, fit_timeout, metrics, error_score, return_train_score,
+                           task_of=lambda i: int(todo[i])) as tr:
             return engine.run(plan, _announced(tr, todo, observers), observers, should_stop)
 
 

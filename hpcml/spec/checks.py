@@ -9,7 +9,7 @@ import numpy as np
 
 from hpcml.errors import SpecError
 
-__all__ = ["check_nan_support", "check_splits_vs_classes"]
+__all__ = ["check_nan_support", "check_splits_vs_classes", "check_target_classes"]
 
 
 def check_nan_support(X: np.ndarray, estimators: Mapping[str, Any], feature_names=None,
@@ -74,3 +74,26 @@ def _allows_nan(estimator: Any) -> bool:
     except (ImportError, AttributeError):  # scikit-learn < 1.6
         tags = getattr(estimator, "_get_tags", lambda: {})()
         return bool(tags.get("allow_nan", False))
+
+
+def check_target_classes(y: Any, estimators: Mapping[str, Any], source: str | None = None) -> None:
+    """Refuse a target with a single class when a model is a classifier.
+
+    Every fit would fail ("needs samples of at least 2 classes"); say it once, up front.
+    """
+    if y is None:
+        return
+    from sklearn.base import is_classifier
+
+    classifiers = [name for name, est in estimators.items() if is_classifier(est)]
+    if not classifiers:
+        return
+    classes = np.unique(np.asarray(y))
+    if classes.size < 2:
+        raise SpecError(
+            "data.target",
+            f"the target has a single class ({classes[0].item() if classes.size else 'no rows'!r}) "
+            f"and {', '.join(f'models.{n}' for n in classifiers)} are classifiers, which "
+            "need at least 2 classes; check the target column, or use a regressor",
+            source,
+        )

@@ -62,6 +62,10 @@ def load_data(spec: DataSpec, source: str | None = None) -> Dataset:
         raise SpecError("data", f"X must be 2-D (rows x features), got shape {ds.X.shape}", source)
     if ds.y is not None and len(ds.y) != len(ds.X):
         raise SpecError("data", f"X has {len(ds.X)} rows but the target has {len(ds.y)}", source)
+    if ds.y is not None and ds.y.dtype.kind == "f" and np.isnan(ds.y).any():
+        row = int(np.flatnonzero(np.isnan(ds.y))[0])
+        raise SpecError("data.target", f"{path.name}: the target holds NaN (first at row {row}, "
+                        "0-based); fill in or drop those rows", source)
     return ds
 
 
@@ -130,9 +134,25 @@ def _from_csv(path: Path, spec: DataSpec, source: str | None) -> Dataset:
     X = np.empty((len(rows), len(feature_idx)), dtype=np.float64)
     for k, j in enumerate(feature_idx):
         X[:, k] = _numeric_column(table[:, j], header[j], path, source, lines)
+    for key in ("target", "groups"):
+        if key in cols:
+            _no_blank_cells(table[:, cols[key]], header[cols[key]], key, path, source, lines)
     y = _label_column(table[:, cols["target"]])
     groups = _label_column(table[:, cols["groups"]]) if "groups" in cols else None
     return Dataset(X, y, groups, [header[j] for j in feature_idx])
+
+
+def _no_blank_cells(values: np.ndarray, name: str, key: str, path: Path, source: str | None,
+                    lines: list[int]) -> None:
+    """Refuse an empty target (or groups) cell: it would become a class of its own."""
+    blank = [i for i, v in enumerate(values) if not str(v).strip()]
+    if blank:
+        more = f" (and {len(blank) - 1} more)" if len(blank) > 1 else ""
+        raise SpecError(
+            f"data.{key}", f"{path.name} line {lines[blank[0]]}, column {name!r}: empty cell"
+            f"{more}; scikit-learn would refuse it (\"Input y contains NaN\"). Fill in or drop "
+            "those rows", source,
+        )
 
 
 def _from_parquet(path: Path, spec: DataSpec, source: str | None) -> Dataset:

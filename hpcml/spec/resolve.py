@@ -41,6 +41,10 @@ def resolve(path: str) -> Any:
     if not isinstance(path, str) or not path.strip():
         raise ImportError(f"expected a dotted path like 'package.module.Name', got {path!r}")
     path = path.strip()
+    names = path.replace(":", ".", 1).split(".")
+    if not all(n.isidentifier() for n in names):  # "..", "/x", "a-b": no import is tried
+        raise ImportError(f"{path!r} is not a dotted path like 'package.module.Name' "
+                          "(or 'package.module:function')")
     if ":" in path:
         module_name, _, attr = path.partition(":")
         module = _import_module(module_name, path)
@@ -55,6 +59,9 @@ def resolve(path: str) -> Any:
             if exc.name and not module_name.startswith(exc.name) and exc.name != module_name:
                 raise ImportError(f"importing {module_name!r} failed: {exc}") from exc
             continue
+        except Exception as exc:  # the module's own code failed: say so, no traceback
+            raise ImportError(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}"
+                              ) from exc
         return _getattr_chain(module, ".".join(parts[cut:]), path)
     raise ImportError(f"no module found for {path!r}; write it as 'package.module.Name'")
 
@@ -62,7 +69,7 @@ def resolve(path: str) -> Any:
 def _import_module(name: str, path: str) -> Any:
     try:
         return importlib.import_module(name)
-    except ImportError as exc:
+    except Exception as exc:  # ImportError, or the module's own code failing
         raise ImportError(f"cannot import module {name!r} (from {path!r}): {exc}") from exc
 
 
@@ -87,6 +94,8 @@ def splitter_class(name: str, key: str, source: str | None = None) -> Any:
     """
     import sklearn.model_selection as ms
 
+    if not isinstance(name, str):
+        raise SpecError(key, f"must be a splitter name like 'KFold', got {name!r}", source)
     if "." in name or ":" in name:
         try:
             cls = resolve(name)

@@ -17,32 +17,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpcml.errors import SpecError
+from hpcml.spec.limits import check_size
+from hpcml.spec.params import check_model_params
 from hpcml.spec.resolve import resolve, splitter_class
 
 if TYPE_CHECKING:
     from hpcml.core.tasks import TaskGrid
 
-__all__ = [
-    "CVSpec",
-    "DataSpec",
-    "ExperimentSpec",
-    "ModelSpec",
-    "load_spec",
-    "parse_spec",
-    "precheck_spec",
-]
+__all__ = ["CVSpec", "DataSpec", "ExperimentSpec", "ModelSpec", "load_spec", "parse_spec",
+           "precheck_spec"]
 
-TOP_LEVEL_KEYS = (
-    "data",
-    "cv",
-    "scoring",
-    "refit",
-    "models",
-    "return_train_score",
-    "error_score",
-    "fit_timeout",
-    "save_oof",
-)
+TOP_LEVEL_KEYS = ("data", "cv", "scoring", "refit", "models", "return_train_score",
+                  "error_score", "fit_timeout", "save_oof")
 DATA_KEYS = ("generator", "params", "path", "target", "groups")
 MODEL_KEYS = ("estimator", "params", "grid")
 DATA_SUFFIXES = (".csv", ".npz", ".npy", ".parquet")
@@ -207,15 +193,23 @@ def _read_yaml(path: str | os.PathLike) -> tuple[Any, str, Path]:
         raise SpecError("", f"{source} is a folder; give the spec's YAML file", None)
     try:
         text = p.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise SpecError("", f"cannot read the spec: not UTF-8 text (byte {exc.start}: "
+                        f"{exc.reason}); save it as UTF-8", source) from None
+    except OSError as exc:
         raise SpecError("", f"cannot read the spec: {exc}", source) from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise SpecError("", f"malformed YAML at {where}{problem}", source) from None
+    except (ValueError, TypeError, AttributeError, IndexError, OverflowError, RecursionError) as exc:
+        # a tag the safe loader cannot build (!!timestamp null, !!int x)
+        raise SpecError("", f"malformed YAML: a tagged value cannot be read ({exc})", source
+                        ) from None
+    check_size(raw, source)
     return raw, source, p.resolve().parent
 
 
@@ -377,6 +371,7 @@ def _parse_models(raw: Any, source: str | None) -> tuple[ModelSpec, ...]:
                 source,
             )
         grid = _parse_grid(body.get("grid"), estimator, f"{key}.grid", source)
+        check_model_params(estimator, params, grid, key, source)
         models.append(ModelSpec(str(name), body["estimator"], dict(params), grid))
     return tuple(models)
 

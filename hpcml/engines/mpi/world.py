@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from hpcml.engines.base import SerialWorld, World
-from hpcml.errors import UsageError
+from hpcml.errors import UsageError, exit_status
 
 __all__ = [
     "MPIWorld",
@@ -207,6 +207,14 @@ def abort_on_error(comm: Any = None) -> Iterator[None]:
         if comm.Get_size() == 1 or (isinstance(exc, SystemExit) and exc.code in (0, None)):
             raise
         rank, size = comm.Get_rank(), comm.Get_size()
+        if isinstance(exc, UsageError):  # a known cause: its one line, not a traceback
+            sys.stdout.flush()
+            sys.stderr.write(f"hpcml: error: rank {rank} of {size} on {socket.gethostname()}: "
+                             f"{exc}\n")
+            sys.stderr.flush()
+            with contextlib.suppress(OSError):  # not MPICH's "Abort(1) on node..." after it
+                os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+            comm.Abort(exit_status(exc))
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         sys.stdout.flush()
         sys.stderr.write(
