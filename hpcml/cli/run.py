@@ -142,7 +142,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
 
     precheck_spec(args.spec)
     check_out_dir(out, args.force)
-    check_unlocked(out)  # another run on this --out: refuse before starting any rank
+    check_unlocked(out, args.shard)  # another run on this --out: refuse before starting any rank
     n = args.ranks or default_ranks()
     if stop():
         sys.stderr.write(f"hpcml: stopped by {stop.signal_name} before the ranks started; run "

@@ -178,7 +178,7 @@ def run_experiment(
         return result
     finally:
         placed = folds = None  # the shared-memory views die with the world
-        release_lock(out)
+        release_lock(out, shard)
         if own_engine:
             engine.close()
             world.close()
@@ -220,7 +220,7 @@ def plan_work(world: World, spec: ExperimentSpec, placed: Placed, folds: Folds,
     resumed: dict[int, FitResult] = {}
     if out is not None:
         def prepare() -> dict[int, FitResult]:
-            found = _prepare_out(Path(out), manifest, keys, force)
+            found = _prepare_out(Path(out), manifest, keys, force, shard)
             if spec.save_oof:
                 _keep_test_folds(Path(out), folds, placed.y, placed.estimators)
             return found
@@ -328,9 +328,10 @@ def _manifest(spec: ExperimentSpec, data: Dataset, folds: Folds, grid: TaskGrid)
     )
 
 
-def _prepare_out(out: Path, manifest: Manifest, keys: list[str], force: bool):
+def _prepare_out(out: Path, manifest: Manifest, keys: list[str], force: bool,
+                 shard: tuple[int, int] | None = None):
     """Check ``out`` against this run and read its journal (root only)."""
-    hold_lock(out)  # one run per folder, until run_experiment ends
+    hold_lock(out, shard)  # one run (or shard) per folder, until run_experiment ends
     existing = Manifest.read(out)
     if existing is not None and force:
         shutil.rmtree(out / JOURNAL_DIR, ignore_errors=True)

@@ -21,9 +21,19 @@ from typing import IO, Any
 
 from hpcml.errors import UsageError
 
-__all__ = ["LOCK_FILE", "RunLock", "check_unlocked", "hold_lock", "release_lock"]
+__all__ = ["LOCK_FILE", "lock_file", "RunLock", "check_unlocked", "hold_lock", "release_lock"]
 
 LOCK_FILE = ".hpcml.lock"
+
+
+def lock_file(shard: tuple[int, int] | None = None) -> str:
+    """The lock's file name: one per run, and one per shard (the shards of one run share
+    their ``--out``: they may run at the same time).
+
+    >>> lock_file(), lock_file((1, 4))
+    ('.hpcml.lock', '.hpcml-shard1of4.lock')
+    """
+    return LOCK_FILE if shard is None else f".hpcml-shard{shard[0]}of{shard[1]}.lock"
 
 _held: dict[str, RunLock] = {}
 
@@ -35,11 +45,13 @@ class RunLock:
     ----------
     out : path
         The run's output folder (created if need be).
+    shard : (i, n), optional
+        The shard this run is (each shard has a lock of its own).
     """
 
-    def __init__(self, out: str | os.PathLike) -> None:
+    def __init__(self, out: str | os.PathLike, shard: tuple[int, int] | None = None) -> None:
         self.out = Path(out)
-        self.path = self.out / LOCK_FILE
+        self.path = self.out / lock_file(shard)
         self._f: IO[str] | None = None
 
     def acquire(self, note: bool = True) -> None:
@@ -101,7 +113,7 @@ def busy_message(out: Path, holder: dict[str, Any]) -> str:
             "finish or stop it, or choose another --out")
 
 
-def check_unlocked(out: str | os.PathLike) -> None:
+def check_unlocked(out: str | os.PathLike, shard: tuple[int, int] | None = None) -> None:
     """Refuse at once when a live run holds ``out``'s lock (a launcher's check; takes nothing).
 
     Raises
@@ -109,7 +121,7 @@ def check_unlocked(out: str | os.PathLike) -> None:
     UsageError
         Naming the run that holds it.
     """
-    path = Path(out) / LOCK_FILE
+    path = Path(out) / lock_file(shard)
     if not path.exists():
         return
     try:
@@ -127,19 +139,19 @@ def check_unlocked(out: str | os.PathLike) -> None:
                 raise UsageError(busy_message(Path(out), holder)) from None
 
 
-def hold_lock(out: str | os.PathLike) -> None:
+def hold_lock(out: str | os.PathLike, shard: tuple[int, int] | None = None) -> None:
     """Take ``out``'s lock for this process until :func:`release_lock` (or its death)."""
-    key = str(Path(out).resolve())
+    key = str(Path(out).resolve() / lock_file(shard))
     if key not in _held:
-        lock = RunLock(out)
+        lock = RunLock(out, shard)
         lock.acquire()
         _held[key] = lock
 
 
-def release_lock(out: str | os.PathLike | None) -> None:
+def release_lock(out: str | os.PathLike | None, shard: tuple[int, int] | None = None) -> None:
     """Let ``out``'s lock go, if this process holds it."""
     if out is not None:
-        lock = _held.pop(str(Path(out).resolve()), None)
+        lock = _held.pop(str(Path(out).resolve() / lock_file(shard)), None)
         if lock is not None:
             lock.release()
 

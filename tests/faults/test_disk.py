@@ -121,3 +121,19 @@ def test_a_second_run_on_the_same_out_is_refused_naming_the_first(tmp_path):
     assert third.returncode == 0, third.stderr
     assert f"taking over the stale lock of pid {first.pid}" in third.stderr
     assert json.loads((out / "run.json").read_text())["n_resumed"] >= 1
+
+
+def test_the_shards_of_one_run_may_share_out_but_not_a_shard(tmp_path):
+    """An array's shards run at once into one --out; the same shard twice is refused."""
+    from hpcml.errors import UsageError
+    from hpcml.run.lock import RunLock
+
+    first, second = RunLock(tmp_path, (0, 2)), RunLock(tmp_path, (1, 2))
+    first.acquire()
+    second.acquire()  # another shard: its own lock
+    try:
+        with pytest.raises(UsageError, match="another hpcml run is using this folder"):
+            RunLock(tmp_path, (0, 2)).acquire()
+    finally:
+        first.release()
+        second.release()

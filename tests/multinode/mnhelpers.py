@@ -63,7 +63,7 @@ def srun(args: list[str], cwd: Path, env: dict, timeout: float = 120,
          layout: list[str] | None = None) -> subprocess.CompletedProcess:
     """``srun`` (both nodes, 4 ranks, unless ``layout``) of ``args``; never hangs."""
     return subprocess.run([*(layout or SRUN), *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, errors="replace", timeout=timeout)
 
 
 def python(script: str) -> list[str]:
