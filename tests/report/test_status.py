@@ -54,7 +54,9 @@ def test_verbose_logs_carry_rank_and_host_and_rank0_sums_up(finished):
 
 
 def test_status_while_running_then_sigkill_leaves_a_stale_heartbeat(tmp_path):
-    (tmp_path / "spec.yaml").write_text(SLOW_SPEC)
+    # fits of 1 s (24 in all, ~12 s on 2 ranks): the run cannot end before the kill lands,
+    # even on a busy machine where the status is rewritten only every few seconds
+    (tmp_path / "spec.yaml").write_text(SLOW_SPEC.replace("delay: [0.3]", "delay: [1.0]"))
     path = tmp_path / "out" / "status.json"
     job = start("run", "-n", "2", "spec.yaml", "--out", "out", "--no-progress", cwd=tmp_path)
     try:
@@ -62,7 +64,7 @@ def test_status_while_running_then_sigkill_leaves_a_stale_heartbeat(tmp_path):
         assert running["state"] == "running" and running["phase"] == "fitting"
         assert running["fits"]["total"] == 24 and running["eta"] is not None
         assert [r["rank"] for r in running["rank_status"]] == [0, 1]
-        # every rank is fitting a (0.3 s) task almost all the time: both show one in flight
+        # every rank is fitting a (1 s) task almost all the time: both show one in flight
         both = wait_status(path, lambda s: all(r["current"] for r in s["rank_status"]), job=job)
         assert {r["current"]["model"] for r in both["rank_status"]} == {"slow"}
         os.killpg(job.pid, signal.SIGKILL)
