@@ -27,7 +27,8 @@ if TYPE_CHECKING:  # numpy-free at run time: see the module docstring
     from hpcml.core.fitting import FitResult
     from hpcml.core.schedule import Plan
 
-__all__ = ["World", "SerialWorld", "Engine", "SerialEngine", "Observers", "RankError"]
+__all__ = ["World", "SerialWorld", "Engine", "SerialEngine", "Observers", "RankError",
+           "report_error", "rebuild_error"]
 
 T = TypeVar("T")
 RunTask = Callable[[int], "FitResult"]
@@ -127,16 +128,16 @@ class World(ABC):
                 error = exc
         if on_root and self.size > 1:  # the others wait without spinning (a refit is long)
             self.release() if self.is_root else self.wait_for_root()
-        reports = self.allgather(None if error is None else _report(error, self.rank))
+        reports = self.allgather(None if error is None else report_error(error, self.rank))
         first = next((r for r in reports if r is not None), None)
         if first is not None:
-            exc = error if error is not None and first[0] == self.rank else _rebuild(first)
+            exc = error if error is not None and first[0] == self.rank else rebuild_error(first)
             exc.hpcml_collective = True  # raised on every rank: no abort needed (run.rank)
             raise exc
         return self.bcast(value) if on_root and self.size > 1 else value
 
 
-def _report(exc: BaseException, rank: int) -> tuple[int, bytes | None, str, str]:
+def report_error(exc: BaseException, rank: int) -> tuple[int, bytes | None, str, str]:
     """What other ranks need to raise the same exception: pickled if it can be."""
     try:
         blob: bytes | None = pickle.dumps(exc)
@@ -146,7 +147,7 @@ def _report(exc: BaseException, rank: int) -> tuple[int, bytes | None, str, str]
     return rank, blob, f"{type(exc).__module__}.{type(exc).__qualname__}", str(exc)
 
 
-def _rebuild(report: tuple[int, bytes | None, str, str]) -> BaseException:
+def rebuild_error(report: tuple[int, bytes | None, str, str]) -> BaseException:
     rank, blob, kind, message = report
     exc: BaseException | None = None
     if blob is not None:

@@ -42,7 +42,7 @@ from hpcml.core.progress import Progress
 from hpcml.core.schedule import CostModel, plan_chunks
 from hpcml.core.threads import thread_budget, threads_per_rank
 from hpcml.engines import get_engine
-from hpcml.engines.base import Engine, Observers, World, _rebuild, _report
+from hpcml.engines.base import Engine, Observers, World, rebuild_error, report_error
 
 __all__ = [
     "SPMDBackend",
@@ -202,7 +202,7 @@ class Checkpoints:
     def fail(self, exc: BaseException) -> None:
         """Meet the others with ``exc`` (unless they already know), so they raise it too."""
         if self.world.size > 1 and not self.settled:
-            self._exchange(_report(exc, self.world.rank))
+            self._exchange(report_error(exc, self.world.rank))
 
     def _exchange(self, mine: Any) -> None:
         reports = self.world.allgather(mine)
@@ -210,7 +210,7 @@ class Checkpoints:
         if first is not None:
             self.settled = True
             if mine is None:
-                raise _rebuild(first)
+                raise rebuild_error(first)
 
 
 # --------------------------------------------------------------------------- fits
@@ -344,7 +344,7 @@ class FitRunner:
                     outcome.value = func(*args, **kwargs)
                 except Exception as exc:  # it must not escape: the engine would abort
                     raised[i] = exc
-                    outcome.error = _report(exc, world.rank)
+                    outcome.error = report_error(exc, world.rank)
             outcome.stdout = buf.getvalue()
             outcome.warned = [_warning_data(w) for w in caught]
             return outcome
@@ -358,7 +358,7 @@ class FitRunner:
             self.ranks_used.add(o.rank)
             _replay(o)
             if o.error is not None:
-                out.append((False, raised.get(o.task) or _rebuild(o.error)))
+                out.append((False, raised.get(o.task) or rebuild_error(o.error)))
             else:
                 out.append((True, o.value))
         return out
