@@ -14,6 +14,10 @@ from pathlib import Path
 import pytest
 
 TESTS = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(TESTS))
+
+import hpcmlcmd as cmd  # noqa: E402
+
 #: engine -> the packages its extra installs
 NEEDS = {"loky": [], "dask": ["distributed"], "ray": ["ray"], "spark": ["pyspark", "joblibspark"]}
 TIMING = {"mean_fit_time", "std_fit_time", "mean_score_time", "std_score_time"}
@@ -62,22 +66,15 @@ def need(engine: str) -> None:
 
 
 def hpcml_env() -> dict[str, str]:
-    env = {**os.environ, "UCX_LOG_LEVEL": "error", "RAY_USAGE_STATS_ENABLED": "0",
-           "PYTHONPATH": str(TESTS) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    for var in ("PMI_RANK", "PMI_SIZE", "PMI_FD", "OMPI_COMM_WORLD_SIZE", "HYDRA_CONTROL_FD"):
-        env.pop(var, None)
-    return env
+    return cmd.env(RAY_USAGE_STATS_ENABLED="0")
 
 
 def hpcml(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hpcml", *args], cwd=cwd, env=hpcml_env(),
-                          capture_output=True, text=True, timeout=timeout)
+    return cmd.hpcml(*args, cwd=cwd, timeout=timeout, environ=hpcml_env())
 
 
 def start(*args: str, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "hpcml", *args], cwd=cwd, env=hpcml_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    return cmd.start(*args, cwd=cwd, environ=hpcml_env())
 
 
 def stop_group(job: subprocess.Popen) -> None:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(TESTS))
+
+from hpcmlcmd import env as _env  # noqa: E402
+from hpcmlcmd import hpcml as _hpcml  # noqa: E402
+from hpcmlcmd import start  # noqa: E402, F401 (the tests import it from here)
 
 #: 2 models; logit's C spans orders of magnitude (log axis), tree has two parameters (heatmap).
 SPEC = """\
@@ -45,25 +49,11 @@ models:
 
 
 def env() -> dict[str, str]:
-    out = {**os.environ, "UCX_LOG_LEVEL": "error",
-           "PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS.parent),
-                                          os.environ.get("PYTHONPATH", "")])}
-    for var in ("PMI_RANK", "PMI_SIZE", "PMI_FD", "OMPI_COMM_WORLD_SIZE", "HYDRA_CONTROL_FD",
-                "PMIX_RANK"):
-        out.pop(var, None)
-    return out
+    return _env()
 
 
 def hpcml(*args: str, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hpcml", *args], cwd=cwd, env=env(),
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def start(*args: str, cwd: Path) -> subprocess.Popen:
-    """``hpcml ARGS`` in the background, in its own session (kill the group to kill all)."""
-    return subprocess.Popen([sys.executable, "-m", "hpcml", *args], cwd=cwd, env=env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    return _hpcml(*args, cwd=cwd, timeout=timeout)
 
 
 def wait_status(path: Path, ok, timeout: float = 90, job: subprocess.Popen | None = None):
