@@ -98,6 +98,13 @@ class Work:
     keys: list[str]
     resumed: dict[int, FitResult]
     todo: np.ndarray
+    #: Other folds of some candidates (halving on n_samples; see ``FitTasks``).
+    fold_sets: list[Folds] | None = None
+    fold_set: np.ndarray | None = None
+    #: More ``cv_results`` columns (``iter``, ``n_resources``) and the candidates the best is
+    #: taken from (the last rung of a halving), for a search of several rounds.
+    columns: dict[str, Any] | None = None
+    best_among: list[int] | None = None
 
 
 def run_experiment(
@@ -167,11 +174,18 @@ def run_experiment(
             world.agree(lambda: check_out_dir(out, force))
         placed = place_data(world, spec)
         folds = make_folds(world, spec, placed)
-        work = plan_work(world, spec, placed, folds, out, force, shard, progress)
-        results, interrupted = fit_tasks(
-            engine, spec, placed, folds, work, out, shard, threads, progress, fit_timeout,
-            stop, observers,
-        )
+        if spec.multi_round:
+            from hpcml.run.rounds import fit_rounds
+
+            work, results, interrupted = fit_rounds(
+                engine, spec, placed, folds, out, force, shard, threads, progress,
+                fit_timeout, stop, observers)
+        else:
+            work = plan_work(world, spec, placed, folds, out, force, shard, progress)
+            results, interrupted = fit_tasks(
+                engine, spec, placed, folds, work, out, shard, threads, progress, fit_timeout,
+                stop, observers,
+            )
         result = write_outputs(engine, spec, placed, folds, work, results, out, shard,
                                threads, wall0)
         result.interrupted = interrupted
@@ -267,7 +281,8 @@ def fit_tasks(engine: Engine, spec: ExperimentSpec, placed: Placed, folds: Folds
                 lambda r: journal.append(work.keys[r.task], r)),
             should_stop=stop, fit_timeout=fit_timeout or spec.fit_timeout,
             oof_methods=oof_methods(spec.save_oof, placed.estimators, spec.source),
-            measured=measured, extra_observers=observers,
+            measured=measured, extra_observers=observers, fold_sets=work.fold_sets,
+            fold_set=work.fold_set,
         )
     finally:
         if journal is not None:
@@ -303,7 +318,8 @@ def write_outputs(engine: Engine, spec: ExperimentSpec, placed: Placed, folds: F
         target = None if out is None or (shard is not None and not complete) else Path(out)
         cv, best, best_est = finalize(spec, grid, merged, placed.X, placed.y,
                                       placed.estimators, out=target, run=run, refit=complete,
-                                      folds=folds)
+                                      folds=folds, columns=work.columns,
+                                      best_among=work.best_among)
         return cv, best, run, complete, len(work.resumed), n_failed
 
     cv, best, run, complete, n_resumed, n_failed = world.agree(finish, on_root=True)
