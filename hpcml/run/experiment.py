@@ -179,7 +179,7 @@ def run_experiment(
 
             work, results, interrupted = fit_rounds(
                 engine, spec, placed, folds, out, force, shard, threads, progress,
-                fit_timeout, stop, observers)
+                fit_timeout, stop, observers, stages=sys.modules[__name__])
         else:
             work = plan_work(world, spec, placed, folds, out, force, shard, progress)
             results, interrupted = fit_tasks(
@@ -234,7 +234,7 @@ def plan_work(world: World, spec: ExperimentSpec, placed: Placed, folds: Folds,
     resumed: dict[int, FitResult] = {}
     if out is not None:
         def prepare() -> dict[int, FitResult]:
-            found = _prepare_out(Path(out), manifest, keys, force, shard)
+            found = prepare_out(Path(out), manifest, keys, force, shard)
             if spec.save_oof:
                 _keep_test_folds(Path(out), folds, placed.y, placed.estimators)
             return found
@@ -344,8 +344,8 @@ def _manifest(spec: ExperimentSpec, data: Dataset, folds: Folds, grid: TaskGrid)
     )
 
 
-def _prepare_out(out: Path, manifest: Manifest, keys: list[str], force: bool,
-                 shard: tuple[int, int] | None = None):
+def prepare_out(out: Path, manifest: Manifest, keys: list[str], force: bool,
+                shard: tuple[int, int] | None = None):
     """Check ``out`` against this run and read its journal (root only)."""
     hold_lock(out, shard)  # one run (or shard) per folder, until run_experiment ends
     existing = Manifest.read(out)

@@ -35,9 +35,13 @@ __all__ = ["fit_rounds"]
 def fit_rounds(engine: Engine, spec: ExperimentSpec, placed: Any, folds: Folds,
                out: str | os.PathLike | None, force: bool, shard: tuple[int, int] | None,
                threads: int | None, progress: bool, fit_timeout: float | None,
-               stop: Callable[[], bool] | None, observers: tuple[Any, ...],
+               stop: Callable[[], bool] | None, observers: tuple[Any, ...], stages: Any,
                ) -> tuple[Any, dict[int, FitResult] | None, bool]:
     """Fit round after round until every strategy is done (or a stop request).
+
+    ``stages`` is :mod:`hpcml.run.experiment` (its ``Work``, ``fit_tasks`` and
+    ``prepare_out``), handed in so that neither module imports the other; the other
+    arguments are :func:`~hpcml.run.experiment.run_experiment`'s.
 
     Returns
     -------
@@ -46,8 +50,7 @@ def fit_rounds(engine: Engine, spec: ExperimentSpec, placed: Any, folds: Folds,
         every candidate of every round, in order, and ``iter``/``n_resources`` columns),
         this run's results (root; ``None`` elsewhere) and whether a stop ended it early.
     """
-    from hpcml.run.experiment import Work, _prepare_out, fit_tasks
-
+    Work, prepare_out, fit_tasks = stages.Work, stages.prepare_out, stages.fit_tasks
     world = engine.world
     halving = [m.name for m in spec.models if m.search.multi_round]
     if shard is not None:
@@ -63,7 +66,7 @@ def fit_rounds(engine: Engine, spec: ExperimentSpec, placed: Any, folds: Folds,
     manifest = world.agree(lambda: _manifest(spec, placed.data, cv_id, data_id, n_splits),
                            on_root=True)
     if out is not None:
-        world.agree(lambda: _prepare_out(Path(out), manifest, [], force, None) and None,
+        world.agree(lambda: prepare_out(Path(out), manifest, [], force, None) and None,
                     on_root=True)
     root: dict[str, Any] = {}  # what only the root holds: the driver, the journal's finds
 
