@@ -204,3 +204,30 @@ def test_bad_halving_is_one_line_exit_2(tmp_path, search, extra, expected):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("hpcml: error: ") and expected in lines[0], \
         proc.stderr
+
+
+def test_random_state_null_draws_one_seed_that_a_resume_keeps(tmp_path):
+    raw = spec({"strategy": "random", "n_iter": 5},
+               {"tree": {"estimator": "sklearn.tree.DecisionTreeClassifier",
+                         "params": {"random_state": 0},
+                         "grid": {"max_depth": "randint(1, 30)",
+                                  "min_samples_leaf": "randint(1, 30)"}}})
+    calls = {"n": 0}
+
+    def stop():
+        calls["n"] += 1
+        return calls["n"] > 4
+
+    out = tmp_path / "out"
+    first = run_experiment(raw, out=out, progress=False, stop=stop)
+    assert first.interrupted
+    second = run_experiment(raw, out=out, progress=False)
+    assert second.complete and second.n_resumed >= 4
+    seed = json.loads((out / "manifest.json").read_text())["spec"]["search"]["random_state"]
+    sk = RandomizedSearchCV(DecisionTreeClassifier(random_state=0),
+                            {"max_depth": scipy.stats.randint(1, 30),
+                             "min_samples_leaf": scipy.stats.randint(1, 30)},
+                            n_iter=5, random_state=seed, cv=sk_cv()).fit(*xy())
+    same(second.cv_results, sk.cv_results_, columns=())
+    other = run_experiment(raw, progress=False)  # a fresh run: another seed
+    assert other.cv_results["params"] != second.cv_results["params"]
