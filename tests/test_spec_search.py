@@ -129,6 +129,7 @@ def test_a_flow_mapping_cut_at_the_comma_is_explained():
 @pytest.mark.parametrize("search, key, expected", [
     ("random", "search", "must be a mapping"),
     ({"strategy": "randm"}, "search.strategy", "Did you mean 'random'?"),
+    ({"strategy": ["random"]}, "search.strategy", "unknown strategy ['random']"),
     ({"strategy": "random", "factor": 2}, "search.factor", "belongs to strategy halving or asha"),
     ({"strategy": "random", "n_iter": 0}, "search.n_iter", "integer >= 1"),
     ({"strategy": "random", "n_iter": True}, "search.n_iter", "integer >= 1"),

@@ -303,7 +303,7 @@ def parse_search(raw: Any, key: str, source: str | None = None) -> dict[str, Any
         raise SpecError(key, "must be a mapping like {strategy: random, n_iter: 20, "
                         "random_state: 0}", source)
     strategy = raw.get("strategy", "grid")
-    if strategy not in STRATEGY_OPTIONS:
+    if not isinstance(strategy, str) or strategy not in STRATEGY_OPTIONS:
         close = difflib.get_close_matches(str(strategy), list(STRATEGY_OPTIONS), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise SpecError(f"{key}.strategy", f"unknown strategy {strategy!r}.{hint} Use one of: "
