@@ -257,3 +257,16 @@ def test_halving_through_the_command_line_on_two_ranks(tmp_path):
                  cwd=tmp_path)
     assert proc.returncode == 2 and "--shard: models.tree searches by strategy halving" in \
         proc.stderr, proc.stderr
+
+
+def test_halving_keeps_survivors_by_the_refit_metric_and_runs_under_fit_timeout():
+    raw = spec({"strategy": "halving", "factor": 3, "random_state": 0},
+               scoring=["accuracy", "roc_auc"], refit="roc_auc", fit_timeout=60)
+    res = run_experiment(raw, progress=False)
+    sk = HalvingGridSearchCV(DecisionTreeClassifier(random_state=0), TREE_GRID, cv=sk_cv(),
+                             factor=3, random_state=0, scoring="roc_auc").fit(*xy())
+    cv = res.cv_results
+    assert cv["params"] == sk.cv_results_["params"]
+    np.testing.assert_array_equal(cv["iter"], sk.cv_results_["iter"])
+    np.testing.assert_allclose(cv["mean_test_roc_auc"], sk.cv_results_["mean_test_score"])
+    assert res.best["params"] == sk.best_params_ and "accuracy" in res.best["scores"]
