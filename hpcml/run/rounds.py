@@ -61,10 +61,9 @@ def fit_rounds(engine: Engine, spec: ExperimentSpec, placed: Any, folds: Folds,
         raise SpecError("save_oof", "is not supported with a search of several rounds "
                         f"(models.{halving[0]}); drop save_oof", spec.source)
     n_splits = len(folds)
-    data_id = fingerprint(placed.data.X, placed.data.y)
     cv_id = array_id(*folds.arrays())
-    manifest = world.agree(lambda: _manifest(spec, placed.data, cv_id, data_id, n_splits),
-                           on_root=True)
+    manifest = world.agree(lambda: _manifest(spec, placed.data, cv_id, n_splits), on_root=True)
+    data_id = manifest["data_fingerprint"]
     if out is not None:
         world.agree(lambda: prepare_out(Path(out), manifest, [], force, None) and None,
                     on_root=True)
@@ -151,10 +150,9 @@ def _strategy(spec: ExperimentSpec) -> str:
     return next(m.search.strategy for m in spec.models if m.search.multi_round)
 
 
-def _manifest(spec: ExperimentSpec, data: Any, cv_id: str, data_id: str,
-              n_splits: int) -> Manifest:
+def _manifest(spec: ExperimentSpec, data: Any, cv_id: str, n_splits: int) -> Manifest:
     return Manifest(spec=dict(spec.raw), spec_hash=spec.spec_hash(), source=spec.source,
-                    data_fingerprint=data_id, folds=cv_id, n_splits=n_splits,
+                    data_fingerprint=fingerprint(data.X, data.y), folds=cv_id, n_splits=n_splits,
                     n_samples=data.n_samples, n_candidates=None, n_tasks=None)
 
 
