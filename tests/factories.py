@@ -1,6 +1,6 @@
 """Estimator factories that test specs name as ``factories:function``."""
 
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
@@ -87,3 +87,52 @@ class ThreadProbe(ClassifierMixin, BaseEstimator):
 
     def score(self, X, y, sample_weight=None):
         return float(self.seen_)
+
+
+class CountingProjection(TransformerMixin, BaseEstimator):
+    """A PCA that counts its fits (``fits``, in this process; one line per fit in ``log``),
+    sleeps ``delay`` seconds in each, and raises in ``fit`` (``fail``) or ``transform``."""
+
+    fits = 0
+
+    def __init__(self, n_components=2, log=None, delay=0.0, fail=False, fail_transform=False):
+        self.n_components = n_components
+        self.log = log
+        self.delay = delay
+        self.fail = fail
+        self.fail_transform = fail_transform
+
+    def fit(self, X, y=None):
+        import os
+        import time
+
+        from sklearn.decomposition import PCA
+
+        type(self).fits += 1
+        if self.log:
+            with open(self.log, "a") as f:
+                f.write(f"{os.getpid()} {self.n_components}\n")
+        time.sleep(self.delay)
+        if self.fail:
+            raise ValueError("CountingProjection was told to fail")
+        self.pca_ = PCA(self.n_components, random_state=0).fit(X)
+        return self
+
+    def transform(self, X):
+        if self.fail_transform:
+            raise ValueError("CountingProjection was told to fail in transform")
+        return self.pca_.transform(X)
+
+
+def counted_pipeline():
+    """scale, a counted projection, then a classifier that fails for C > 1."""
+    return Pipeline([("scale", StandardScaler()), ("proj", CountingProjection()),
+                     ("clf", PickyLogistic(max_iter=1000))])
+
+
+def pca_logit():
+    """scale, PCA (whose fit_transform differs from its transform in the last bits), logit."""
+    from sklearn.decomposition import PCA
+
+    return Pipeline([("scale", StandardScaler()), ("pca", PCA(random_state=0)),
+                     ("clf", LogisticRegression(max_iter=1000))])
