@@ -291,3 +291,17 @@ def test_loky_engine_same_scores_and_one_prefix_fit_per_fold(monkeypatch, tmp_pa
     assert len(log.read_text().splitlines()) == N_SPLITS
     ref_pipe = factories.counted_pipeline()
     assert_scores_equal(result.cv_results, "c", reference(ref_pipe, grid))
+
+
+def test_a_bad_cache_size_is_one_line_and_exit_2_before_any_rank_starts(tmp_path):
+    import yaml
+    from hpcmlcmd import env, hpcml
+
+    raw = spec({"p": {"estimator": "factories:pca_logit", "grid": PCA_GRID}})
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(raw))
+    proc = hpcml("run", "-n", "2", "spec.yaml", "--out", "out", "--no-progress", cwd=tmp_path,
+                 environ=env(HPCML_PREFIX_CACHE="lots"), timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "hpcml: error: HPCML_PREFIX_CACHE: not a size: 'lots' (write e.g. 512M, 4G or 0)"]
+    assert not (tmp_path / "out").exists()

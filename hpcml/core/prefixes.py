@@ -69,8 +69,20 @@ def _steps_of(estimator: Any) -> list[str] | None:
     return [name for name, _ in steps]
 
 
+_ATOMIC = (type(None), bool, int, float, str)
+
+
 def _value_key(items: list[tuple[str, Any]]) -> str:
-    """A hash of ``(param, value)`` pairs: equal values (estimators too) give equal keys."""
+    """A key of ``(param, value)`` pairs: equal values (estimators too) give equal keys.
+
+    Plain values (``None``, numbers, strings) by their type and ``repr``; anything else by
+    joblib's hash of its pickle (32 hex digits, never equal to a plain key).
+
+    >>> _value_key([("a__C", 1.0)]) == _value_key([("a__C", 1.0)]) != _value_key([("a__C", 1)])
+    True
+    """
+    if all(type(v) in _ATOMIC for _, v in items):
+        return "v:" + repr([(p, type(v).__name__, v) for p, v in items])
     import joblib
 
     return joblib.hash(items)

@@ -240,9 +240,11 @@ def evaluate_grid(
     if measured:
         costs = learn_costs(costs, cand, model, dict(measured))
     costs = costs[todo]
+    # the root's bound on every rank (the plan depends on it), or its error on every rank
+    cache_bytes = engine.world.agree(lambda: prefix_cache_bytes(prefix_cache), on_root=True)
     runner = FitTasks(todo, grid, folds, estimators, scorers, threads=threads,
                       return_train_score=return_train_score, error_score=error_score,
-                      oof_methods=oof_methods, prefix_cache=prefix_cache_bytes(prefix_cache))
+                      oof_methods=oof_methods, prefix_cache=cache_bytes)
     # Tasks that share a fitted pipeline prefix (model, prefix params, fold) form one unit,
     # which one worker runs; a unit of more than a worker's share is cut.
     units = prefix_units(runner.prefixes, cand[todo], model[todo], todo % grid.n_splits)
