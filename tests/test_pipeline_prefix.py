@@ -305,3 +305,19 @@ def test_a_bad_cache_size_is_one_line_and_exit_2_before_any_rank_starts(tmp_path
     assert proc.stderr.strip().splitlines() == [
         "hpcml: error: HPCML_PREFIX_CACHE: not a size: 'lots' (write e.g. 512M, 4G or 0)"]
     assert not (tmp_path / "out").exists()
+
+
+def test_hpcml_plan_counts_the_groups_sharing_a_prefix(tmp_path, monkeypatch):
+    import yaml
+
+    from hpcml.run.plan import describe_plan
+
+    monkeypatch.delenv("HPCML_PREFIX_CACHE", raising=False)
+    raw = spec({"p": {"estimator": "factories:pca_logit", "grid": PCA_GRID},
+                "lr": {"estimator": "sklearn.linear_model.LogisticRegression",
+                       "grid": {"C": [1.0, 2.0]}}})
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(raw))
+    text = describe_plan(tmp_path / "spec.yaml", 2)
+    assert "shared prefixes:   18 tasks in 6 groups" in text  # 2 PCAs x 3 folds, 3 C each
+    monkeypatch.setenv("HPCML_PREFIX_CACHE", "0")
+    assert "shared prefixes" not in describe_plan(tmp_path / "spec.yaml", 2)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["Prefix", "grid_prefixes", "prefix_plan", "prefix_units", "split_units",
-           "step_of_param"]
+           "step_of_param", "task_units"]
 
 #: Pipeline-level params a candidate may set and still share a prefix (they change no fit).
 _NEUTRAL = frozenset({"memory", "verbose"})
@@ -230,3 +230,16 @@ def grid_prefixes(grid: Any, estimators: Mapping[str, Any]) -> list[Prefix | Non
         for i, p in zip(idx, plans, strict=True):
             out[i] = p
     return out
+
+
+def task_units(grid: Any, prefixes: Sequence[Prefix | None], todo: np.ndarray,
+               costs: np.ndarray, n_workers: int) -> np.ndarray | None:
+    """Units of the tasks ``todo`` of ``grid`` (:func:`prefix_units`, then :func:`split_units`
+    by their ``costs`` for ``n_workers``), or ``None`` when no two tasks share a prefix."""
+    todo = np.asarray(todo, dtype=np.int64)
+    cand = todo // grid.n_splits
+    model_ids = {name: i for i, name in enumerate(grid.model_names)}
+    model = np.array([model_ids[c.model] for c in grid.candidates], dtype=np.int64)
+    units = prefix_units(prefixes, cand, model[cand] if len(cand) else cand,
+                         todo % grid.n_splits)
+    return None if units is None else split_units(units, costs, n_workers)

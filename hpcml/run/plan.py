@@ -7,6 +7,8 @@ import os
 import numpy as np
 
 from hpcml.core.costs import task_costs
+from hpcml.core.prefix_cache import prefix_cache_bytes
+from hpcml.core.prefixes import grid_prefixes, task_units
 from hpcml.core.progress import format_duration
 from hpcml.core.schedule import plan_chunks
 from hpcml.core.threads import threads_per_rank, usable_cores
@@ -40,7 +42,11 @@ def describe_plan(spec_path: str | os.PathLike, ranks: int, threads: int | None 
     cores = usable_cores()
     per_node = min(ranks, cores)
     t, source = threads_per_rank(per_node, cli=threads)
-    plan = plan_chunks(costs, ranks)
+    units = None
+    if prefix_cache_bytes() > 0:
+        units = task_units(grid, grid_prefixes(grid, estimators), np.arange(len(grid)), costs,
+                           ranks)
+    plan = plan_chunks(costs, ranks, units=units)
     sizes = np.diff(plan.bounds)
     per_model = {}
     for cand in grid.candidates:
@@ -63,8 +69,18 @@ def describe_plan(spec_path: str | os.PathLike, ranks: int, threads: int | None 
         f"chunks:            {plan.n_chunks} claims; tasks per claim from {sizes.min() if sizes.size else 0} "
         f"to {sizes.max(initial=0)}\n"
         + _schedule_line(ranks)
+        + _prefix_line(units)
         + warn
     )
+
+
+def _prefix_line(units: np.ndarray | None) -> str:
+    if units is None:
+        return ""
+    sizes = np.bincount(units)
+    shared = sizes[sizes > 1]
+    return (f"\nshared prefixes:   {int(shared.sum())} tasks in {len(shared)} groups sharing a "
+            "pipeline prefix on a fold: each group on one rank, its prefix fitted once")
 
 
 def _schedule_line(ranks: int) -> str:

@@ -15,7 +15,7 @@ from hpcml.core.costs import learn_costs, task_costs
 from hpcml.core.fitting import FitResult, Folds, candidate_estimator, fit_and_score, takes_pairwise
 from hpcml.core.pipefit import fit_and_score_prefixed, prefix_is_trivial
 from hpcml.core.prefix_cache import PrefixCache, prefix_cache_bytes
-from hpcml.core.prefixes import Prefix, grid_prefixes, prefix_units, split_units
+from hpcml.core.prefixes import Prefix, grid_prefixes, task_units
 from hpcml.core.progress import Progress
 from hpcml.core.schedule import DEFAULT_GRAIN, CostModel, plan_chunks
 from hpcml.core.tasks import TaskGrid
@@ -247,9 +247,7 @@ def evaluate_grid(
                       oof_methods=oof_methods, prefix_cache=cache_bytes)
     # Tasks that share a fitted pipeline prefix (model, prefix params, fold) form one unit,
     # which one worker runs; a unit of more than a worker's share is cut.
-    units = prefix_units(runner.prefixes, cand[todo], model[todo], todo % grid.n_splits)
-    if units is not None:
-        units = split_units(units, costs, engine.workers)
+    units = task_units(grid, runner.prefixes, todo, costs, engine.workers)
     # The engine re-plans the unclaimed tasks with the costs it measures as the run goes.
     plan = plan_chunks(costs, engine.workers, engine.grain or DEFAULT_GRAIN,
                        cost_model=CostModel(costs, cand[todo], model[todo], units), units=units)
