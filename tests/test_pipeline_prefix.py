@@ -321,3 +321,27 @@ def test_hpcml_plan_counts_the_groups_sharing_a_prefix(tmp_path, monkeypatch):
     assert "shared prefixes:   18 tasks in 6 groups" in text  # 2 PCAs x 3 folds, 3 C each
     monkeypatch.setenv("HPCML_PREFIX_CACHE", "0")
     assert "shared prefixes" not in describe_plan(tmp_path / "spec.yaml", 2)
+
+
+def test_an_entry_goes_when_the_last_task_sharing_it_ran():
+    from hpcml.core.fitting import Folds
+    from hpcml.core.tasks import TaskGrid
+    from hpcml.search.evaluate import FitTasks
+
+    X, y = make_classification(**DATA["params"])
+    grid = TaskGrid([("c", {"clf__C": [0.1, 0.5, 1.0]})], N_SPLITS)
+    folds = Folds(list(StratifiedKFold(N_SPLITS).split(X, y)))
+    scorers, _ = make_scorer_map(SCORING, None)
+    tasks = FitTasks(np.arange(len(grid)), grid, folds, {"c": factories.counted_pipeline()},
+                     {"c": scorers}, prefix_cache=1 << 20)
+    factories.CountingProjection.fits = 0
+    tasks.run(0, X, y)  # candidate 0, fold 0: the prefix of fold 0 is fitted and kept
+    assert len(tasks.prefix_cache) == 1 and factories.CountingProjection.fits == 1
+    tasks.run(3, X, y)  # candidate 1, fold 0: from the cache
+    assert len(tasks.prefix_cache) == 1 and factories.CountingProjection.fits == 1
+    tasks.run(6, X, y)  # the last task of fold 0: its entry goes
+    assert len(tasks.prefix_cache) == 0 and tasks.prefix_cache.nbytes == 0
+    for i in (1, 4, 7, 2, 5, 8):
+        tasks.run(i, X, y)
+    assert factories.CountingProjection.fits == N_SPLITS and len(tasks.prefix_cache) == 0
+    assert tasks.prefix_cache.hits == 2 * N_SPLITS

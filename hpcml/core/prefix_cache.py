@@ -155,6 +155,14 @@ class PrefixCache:
         self.nbytes += size
         return True
 
+    def pop(self, key: Hashable) -> Any:
+        """Drop the entry of ``key`` (no longer needed); its value, or ``None``."""
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return None
+        self.nbytes -= entry[1]
+        return entry[0]
+
     def clear(self) -> None:
         self._entries.clear()
         self.nbytes = 0

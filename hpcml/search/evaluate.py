@@ -86,6 +86,7 @@ class FitTasks:
             self.prefixes = list(grid_prefixes(grid, estimators) if prefixes is None
                                  else prefixes)
         self._prefix_cache = PrefixCache(self.prefix_cache_bytes)
+        self._prefix_uses: dict[tuple, int] | None = None
 
     def __len__(self) -> int:
         return len(self.todo)
@@ -93,12 +94,35 @@ class FitTasks:
     def __getstate__(self) -> dict[str, Any]:
         # the caches stay in this process; each worker fills its own
         return {**self.__dict__, "_prototypes": OrderedDict(),
-                "_prefix_cache": PrefixCache(self.prefix_cache_bytes)}
+                "_prefix_cache": PrefixCache(self.prefix_cache_bytes), "_prefix_uses": None}
 
     @property
     def prefix_cache(self) -> PrefixCache:
         """This process's cache of fitted pipeline prefixes' output."""
         return self._prefix_cache
+
+    def prefix_key(self, t: int) -> tuple | None:
+        """The cache key of grid task ``t``'s shared prefix (model, k, key, fold), or ``None``."""
+        candidate = self.candidates[t // self.n_splits]
+        prefix = self.prefixes[candidate.index]
+        if prefix is None:
+            return None
+        return (candidate.model, prefix.k, prefix.key, t % self.n_splits)
+
+    def _used(self, key: tuple) -> None:
+        """One task of ``key`` ran here; the last of them drops its entry from the cache
+        (tasks of one key run together, so an entry is seldom needed after its group)."""
+        uses = self._prefix_uses
+        if uses is None:
+            uses = self._prefix_uses = {}
+            for t in self.todo.tolist():
+                k = self.prefix_key(t)
+                if k is not None:
+                    uses[k] = uses.get(k, 0) + 1
+        left = uses.get(key, 0) - 1
+        uses[key] = left
+        if left <= 0:
+            self._prefix_cache.pop(key)
 
     def prototype(self, cand: Any) -> tuple[Any, bool]:
         """The candidate's unfitted estimator and whether it takes a pairwise X (LRU-cached:
@@ -122,12 +146,16 @@ class FitTasks:
         proto, pairwise = self.prototype(candidate)
         prefix = self.prefixes[candidate.index]
         if prefix is not None and not prefix_is_trivial(proto, prefix.k):
-            return fit_and_score_prefixed(
-                proto, prefix.k, X, y, train, test, self.scorers[model], self._prefix_cache,
-                (model, prefix.k, prefix.key, t % self.n_splits), task=t, pairwise=pairwise,
-                return_train_score=self.return_train_score, error_score=self.error_score,
-                oof_method=None if self.oof_methods is None else self.oof_methods.get(model),
-            )
+            key = self.prefix_key(t)
+            try:
+                return fit_and_score_prefixed(
+                    proto, prefix.k, X, y, train, test, self.scorers[model],
+                    self._prefix_cache, key, task=t, pairwise=pairwise,
+                    return_train_score=self.return_train_score, error_score=self.error_score,
+                    oof_method=None if self.oof_methods is None else self.oof_methods.get(model),
+                )
+            finally:
+                self._used(key)
         return fit_and_score(
             proto, X, y, {}, train, test, self.scorers[model], prototype=True,
             pairwise=pairwise, task=t, return_train_score=self.return_train_score,
