@@ -345,3 +345,13 @@ def test_an_entry_goes_when_the_last_task_sharing_it_ran():
         tasks.run(i, X, y)
     assert factories.CountingProjection.fits == N_SPLITS and len(tasks.prefix_cache) == 0
     assert tasks.prefix_cache.hits == 2 * N_SPLITS
+
+
+def test_with_fit_timeout_the_forked_fit_worker_keeps_the_cache(tmp_path, monkeypatch):
+    log = tmp_path / "fits.log"
+    grid = {"clf__C": [0.1, 0.3, 1.0]}
+    raw = spec({"c": {"estimator": "factories:counted_pipeline",
+                      "params": {"proj__log": str(log)}, "grid": grid}}, fit_timeout=60)
+    result = run_serial(raw, monkeypatch)
+    assert len(log.read_text().splitlines()) == N_SPLITS
+    assert_scores_equal(result.cv_results, "c", reference(factories.counted_pipeline(), grid))
