@@ -134,8 +134,25 @@ def counted_pipeline():
 
 
 def pca_logit():
-    """scale, PCA (whose fit_transform differs from its transform in the last bits), logit."""
+    """scale, PCA, logit."""
     from sklearn.decomposition import PCA
 
     return Pipeline([("scale", StandardScaler()), ("pca", PCA(random_state=0)),
                      ("clf", LogisticRegression(max_iter=1000))])
+
+
+def slow_spec(delay: float = 0.3, n_samples: int = 200, candidates: int = 6) -> str:
+    """A spec of ``candidates`` x 4 folds of :class:`SlowClassifier` fits of ``delay`` s each
+    (long enough to watch, signal or kill a run)."""
+    grid = ", ".join(str(c) for c in range(1, candidates + 1))
+    return f"""\
+data:
+  generator: sklearn.datasets.make_classification
+  params: {{n_samples: {n_samples}, n_features: 5, random_state: 3}}
+cv: {{splitter: StratifiedKFold, n_splits: 4}}
+scoring: [accuracy]
+models:
+  slow:
+    estimator: factories.SlowClassifier
+    grid: {{delay: [{delay}], C: [{grid}]}}
+"""
