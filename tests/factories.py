@@ -156,3 +156,22 @@ models:
     estimator: factories.SlowClassifier
     grid: {{delay: [{delay}], C: [{grid}]}}
 """
+
+
+class ShiftOnFit(TransformerMixin, BaseEstimator):
+    """``fit_transform`` returns X + 1, ``transform`` X (like a target encoder's cross
+    fitting: what the next step is fitted on differs from what it predicts on)."""
+
+    def fit(self, X, y=None):
+        return self
+
+    def fit_transform(self, X, y=None):
+        return X + 1.0
+
+    def transform(self, X):
+        return X
+
+
+def shifted_logit():
+    """ShiftOnFit, then a logistic regression."""
+    return Pipeline([("shift", ShiftOnFit()), ("clf", LogisticRegression(max_iter=1000))])

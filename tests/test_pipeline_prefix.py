@@ -355,3 +355,13 @@ def test_with_fit_timeout_the_forked_fit_worker_keeps_the_cache(tmp_path, monkey
     result = run_serial(raw, monkeypatch)
     assert len(log.read_text().splitlines()) == N_SPLITS
     assert_scores_equal(result.cv_results, "c", reference(factories.counted_pipeline(), grid))
+
+
+def test_train_scores_use_transform_not_fit_transform(monkeypatch):
+    """A step whose fit_transform differs from its transform: the later steps are fitted on
+    the first and scored (train and test) on the second, as Pipeline does."""
+    grid = {"clf__C": [0.01, 1.0, 100.0]}
+    raw = spec({"s": {"estimator": "factories:shifted_logit", "grid": grid}},
+               return_train_score=True)
+    result = run_serial(raw, monkeypatch)
+    assert_scores_equal(result.cv_results, "s", reference(factories.shifted_logit(), grid, True))

@@ -88,16 +88,27 @@ def fit_prefix(pipe: Any, k: int, X_train: Any, y_train: Any, X_test: Any, *,
                             error_text=traceback.format_exc())
     out = PrefixOutput(fit=fit, fit_time=time.time() - start)
     try:
-        out.test = prefix.transform(X_test)
+        out.test = _transform(prefix, X_test)
     except Exception as exc:
         out.test_error = exc
     if train_scores:
         try:
-            train = prefix.transform(X_train)
+            train = _transform(prefix, X_train)
             out.train = fit if _same(train, fit) else train
         except Exception as exc:
             out.train_error = exc
     return out
+
+
+def _transform(prefix: Any, X: Any) -> Any:
+    """``X`` through the fitted steps of ``prefix``, as ``Pipeline.predict`` feeds its final
+    step (``Pipeline.transform`` would also ask its last step to look fitted)."""
+    Xt = X
+    for _, step in prefix.steps:
+        if step is None or (isinstance(step, str) and step == "passthrough"):
+            continue
+        Xt = step.transform(Xt)
+    return Xt
 
 
 def _same(a: Any, b: Any) -> bool:
