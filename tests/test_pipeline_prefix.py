@@ -365,3 +365,21 @@ def test_train_scores_use_transform_not_fit_transform(monkeypatch):
                return_train_score=True)
     result = run_serial(raw, monkeypatch)
     assert_scores_equal(result.cv_results, "s", reference(factories.shifted_logit(), grid, True))
+
+
+def test_passthrough_steps_and_out_of_fold_predictions(monkeypatch, tmp_path):
+    """A grid that swaps PCA for 'passthrough' (each half shares its own prefix), with every
+    candidate's out-of-fold probabilities: the same with and without the cache."""
+    grid = [{"pca": ["passthrough"], "clf__C": [0.1, 1.0]},
+            {"pca__n_components": [3], "clf__C": [0.1, 1.0]}]
+    raw = spec({"p": {"estimator": "factories:pca_logit", "grid": grid}},
+               save_oof={"candidates": "all", "method": "predict_proba"})
+    shared = run_serial(raw, monkeypatch, out=tmp_path / "shared")
+    assert_scores_equal(shared.cv_results, "p", reference(factories.pca_logit(), grid))
+    alone = run_serial(raw, monkeypatch, cache="0", out=tmp_path / "alone")
+    assert_scores_equal(alone.cv_results, "p", reference(factories.pca_logit(), grid))
+    a = (tmp_path / "shared" / "oof_predictions.csv").read_text()
+    assert a == (tmp_path / "alone" / "oof_predictions.csv").read_text()
+    lines = a.splitlines()
+    assert len(lines) == DATA["params"]["n_samples"] + 1
+    assert lines[0].split(",")[2:] == [f"p#{c}:{k}" for c in range(4) for k in (0, 1)]
