@@ -21,6 +21,7 @@ import numpy as np
 
 from hpcml.core.costs import task_costs
 from hpcml.core.fitting import FitResult, Folds, make_scorer_map
+from hpcml.core.nested import NestedLayout
 from hpcml.core.oof import check_oof_folds, oof_methods, save_test_folds
 from hpcml.core.schedule import shard_tasks
 from hpcml.core.tasks import TaskGrid
@@ -31,6 +32,7 @@ from hpcml.errors import SpecError, UsageError
 from hpcml.run.finalize import finalize, is_classifier_spec, run_info
 from hpcml.run.journal import JOURNAL_DIR, Journal, Manifest, array_id, read_journal, task_keys
 from hpcml.run.lock import hold_lock, release_lock
+from hpcml.run.nested import NestedOutputs, finish_nested, plan_nested
 from hpcml.run.outputs import RESULT_FILES, check_out_dir
 from hpcml.search.evaluate import evaluate_grid, share_folds
 from hpcml.spec.checks import check_nan_support, check_splits_vs_classes, check_target_classes
@@ -167,17 +169,26 @@ def run_experiment(
             world.agree(lambda: check_out_dir(out, force))
         placed = place_data(world, spec)
         folds = make_folds(world, spec, placed)
-        work = plan_work(world, spec, placed, folds, out, force, shard, progress)
-        results, interrupted = fit_tasks(
-            engine, spec, placed, folds, work, out, shard, threads, progress, fit_timeout,
-            stop, observers,
-        )
+        nested = plan_nested(world, spec, placed, folds, shard)  # None without outer_cv
+        run_folds = folds if nested is None else nested.folds
+        work = plan_work(world, spec, placed, run_folds, out, force, shard, progress,
+                         nested=None if nested is None else nested.layout)
+
+        def fit(w: Work) -> tuple[dict[int, FitResult] | None, bool]:
+            return fit_tasks(engine, spec, placed, run_folds, w, out, shard, threads, progress,
+                             fit_timeout, stop, observers)
+
+        results, interrupted = fit(work)
+        extra = None
+        if nested is not None:  # the outer refits; the search's own results for the files
+            work, results, interrupted, extra = finish_nested(
+                engine, spec, placed, nested, work, results, interrupted, fit)
         result = write_outputs(engine, spec, placed, folds, work, results, out, shard,
-                               threads, wall0)
+                               threads, wall0, extra)
         result.interrupted = interrupted
         return result
     finally:
-        placed = folds = None  # the shared-memory views die with the world
+        placed = folds = nested = run_folds = None  # shared-memory views die with the world
         release_lock(out, shard)
         if own_engine:
             engine.close()
@@ -212,10 +223,15 @@ def make_folds(world: World, spec: ExperimentSpec, placed: Placed) -> Folds:
 
 def plan_work(world: World, spec: ExperimentSpec, placed: Placed, folds: Folds,
               out: str | os.PathLike | None, force: bool, shard: tuple[int, int] | None,
-              progress: bool) -> Work:
-    """Stage 3: the task grid, the journal of an earlier run, and what is left to fit."""
+              progress: bool, nested: NestedLayout | None = None) -> Work:
+    """Stage 3: the task grid, the journal of an earlier run, and what is left to fit.
+
+    With ``nested`` (nested CV), ``folds`` are the run's search, inner and outer folds and the
+    tasks to fit are the first pool's (:meth:`~hpcml.core.nested.NestedLayout.phase1_tasks`).
+    """
     grid = spec.task_grid(len(folds))
-    manifest = world.agree(lambda: _manifest(spec, placed.data, folds, grid), on_root=True)
+    manifest = world.agree(lambda: _manifest(spec, placed.data, folds, grid, nested),
+                           on_root=True)
     keys = task_keys(grid, manifest["folds"], manifest["data_fingerprint"])
     resumed: dict[int, FitResult] = {}
     if out is not None:
@@ -230,14 +246,17 @@ def plan_work(world: World, spec: ExperimentSpec, placed: Placed, folds: Folds,
 
         world.agree(keep, on_root=True)
     done = world.bcast(sorted(resumed) if world.is_root else None)
-    todo = np.setdiff1d(np.arange(len(grid)), np.asarray(done, dtype=np.int64))
+    runnable = np.arange(len(grid)) if nested is None else nested.phase1_tasks(grid.n_candidates)
+    todo = np.setdiff1d(runnable, np.asarray(done, dtype=np.int64))
     if shard is not None:
         n_train = int(np.mean(np.diff(folds.train_off)))
         owner = shard_tasks(task_costs(grid, placed.estimators, n_train, placed.X.shape[1]),
                             shard[1])
         todo = todo[owner[todo] == shard[0]]
     if world.is_root and progress and done:
-        sys.stderr.write(f"resuming: {len(done)} of {len(grid)} fits are in the journal\n")
+        total = len(grid) if nested is None else nested.n_tasks(grid.n_candidates,
+                                                                len(grid.model_names))
+        sys.stderr.write(f"resuming: {len(done)} of {total} fits are in the journal\n")
     return Work(grid, manifest, keys, resumed, todo)
 
 
@@ -278,8 +297,12 @@ def fit_tasks(engine: Engine, spec: ExperimentSpec, placed: Placed, folds: Folds
 def write_outputs(engine: Engine, spec: ExperimentSpec, placed: Placed, folds: Folds,
                   work: Work, results: dict[int, FitResult] | None,
                   out: str | os.PathLike | None, shard: tuple[int, int] | None,
-                  threads: int | None, wall0: float) -> ExperimentResult:
-    """Stage 5: ``cv_results_``, the refit and the files, on the root; the result everywhere."""
+                  threads: int | None, wall0: float,
+                  extra: NestedOutputs | None = None) -> ExperimentResult:
+    """Stage 5: ``cv_results_``, the refit and the files, on the root; the result everywhere.
+
+    ``extra``: more outputs of the run (nested CV), see :func:`~hpcml.run.finalize.finalize`.
+    """
     world = engine.world
     layout = world.layout()
     threads, source = threads_per_rank(layout["ranks_on_node"], cli=threads)
@@ -290,21 +313,24 @@ def write_outputs(engine: Engine, spec: ExperimentSpec, placed: Placed, folds: F
     def finish() -> tuple:
         nonlocal best_est
         merged = {**work.resumed, **(results or {})}
-        complete = len(merged) == len(grid)
+        complete = len(merged) == len(grid) and (extra is None or extra.complete)
         n_failed = sum(r.error is not None for r in merged.values())
+        n_tasks, n_resumed = len(grid), len(work.resumed)
+        if extra is not None:  # every fit of the run, nested ones too
+            n_tasks, n_resumed, n_failed = extra.n_tasks, extra.n_resumed, extra.n_failed
         data = placed.data
         run = run_info(
             spec, engine_info=engine.info(), layout=layout, threads=threads,
             threads_source=source, data_fingerprint=fingerprint(data.X, data.y),
             n_samples=int(data.X.shape[0]), n_features=int(data.X.shape[1]),
-            n_tasks=len(grid), wall0=wall0, n_resumed=len(work.resumed), n_failed=n_failed,
+            n_tasks=n_tasks, wall0=wall0, n_resumed=n_resumed, n_failed=n_failed,
             complete=complete, shard=None if shard is None else f"{shard[0]}/{shard[1]}",
         )
         target = None if out is None or (shard is not None and not complete) else Path(out)
         cv, best, best_est = finalize(spec, grid, merged, placed.X, placed.y,
                                       placed.estimators, out=target, run=run, refit=complete,
-                                      folds=folds)
-        return cv, best, run, complete, len(work.resumed), n_failed
+                                      folds=folds, extra=extra)
+        return cv, best, run, complete, n_resumed, n_failed
 
     cv, best, run, complete, n_resumed, n_failed = world.agree(finish, on_root=True)
     return ExperimentResult(
@@ -314,8 +340,9 @@ def write_outputs(engine: Engine, spec: ExperimentSpec, placed: Placed, folds: F
     )
 
 
-def _manifest(spec: ExperimentSpec, data: Dataset, folds: Folds, grid: TaskGrid) -> Manifest:
-    return Manifest(
+def _manifest(spec: ExperimentSpec, data: Dataset, folds: Folds, grid: TaskGrid,
+              nested: NestedLayout | None = None) -> Manifest:
+    manifest = Manifest(
         spec=dict(spec.raw),
         spec_hash=spec.spec_hash(),
         source=spec.source,
@@ -326,6 +353,9 @@ def _manifest(spec: ExperimentSpec, data: Dataset, folds: Folds, grid: TaskGrid)
         n_candidates=grid.n_candidates,
         n_tasks=len(grid),
     )
+    if nested is not None:  # where the search, inner and outer folds sit (status, collect)
+        manifest["nested"] = nested.to_manifest()
+    return manifest
 
 
 def _prepare_out(out: Path, manifest: Manifest, keys: list[str], force: bool,
