@@ -22,7 +22,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.tree import DecisionTreeClassifier
 
 from hpcml import run_experiment
-from hpcml.errors import SpecError
+from hpcml.errors import SpecError, UsageError
 from hpcml.run.collect import collect
 from hpcml.run.status import RunStatus
 from hpcml.spec.schema import parse_spec
@@ -174,6 +174,12 @@ def test_resume_after_a_stop_gives_the_same_results(tmp_path, after):
                            observers=(counter,))
     assert first.interrupted and not first.complete
     assert not (out / "run.json").exists() and not (out / "nested_cv.csv").exists()
+    from hpcml.report.data import load_run
+    from hpcml.report.page import render_report
+
+    partial = load_run(out)  # from the journal: the search's own fits only
+    assert partial.n_splits == 3 and len(partial.cv["params"]) == 6 and not partial.complete
+    assert partial.task_splits == 3 + 4 * 3 + 4
     again = run_experiment(clf_spec(), out=out, progress=False)
     assert again.complete and again.n_resumed >= after
 
@@ -182,6 +188,8 @@ def test_resume_after_a_stop_gives_the_same_results(tmp_path, after):
                 for r in read_rows(path / "nested_cv.csv")]
 
     assert scores(out) == scores(whole)
+    page = render_report(load_run(out))
+    assert "<h2>Nested cross-validation</h2>" in page and "Per-rank timeline" in page
     assert json.loads((out / "best.json").read_text())["nested"] == \
         json.loads((whole / "best.json").read_text())["nested"]
     run = json.loads((out / "run.json").read_text())
@@ -226,3 +234,20 @@ def test_bad_outer_cv_through_the_command_line(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("hpcml: error: s.yaml: outer_cv.n_splits: "
                                                    "200 folds but the smallest class"), lines
     assert not (tmp_path / "out").exists()
+
+
+def test_fit_timeout_covers_the_nested_fits_and_shards_are_refused(tmp_path):
+    timed = run_experiment(clf_spec(fit_timeout=60), progress=False)
+    plain = run_experiment(clf_spec(), progress=False)
+    assert timed.best["nested"] == plain.best["nested"]
+    with pytest.raises(UsageError, match="--shard: not supported with outer_cv"):
+        run_experiment(clf_spec(), out=tmp_path / "o", shard=(0, 2), progress=False)
+    assert not (tmp_path / "o").exists()
+
+
+def test_task_counts_for_job_requests_include_the_nested_fits():
+    from hpcml.slurm.render import count_tasks
+
+    # 6 candidates x (3 search + 4 x 3 inner folds) + 2 models x 4 outer refits
+    assert count_tasks(parse_spec(clf_spec())) == 6 * 15 + 8
+    assert count_tasks(parse_spec(clf_spec(outer_cv=None))) == 6 * 3
