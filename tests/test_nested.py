@@ -251,3 +251,30 @@ def test_task_counts_for_job_requests_include_the_nested_fits():
     # 6 candidates x (3 search + 4 x 3 inner folds) + 2 models x 4 outer refits
     assert count_tasks(parse_spec(clf_spec())) == 6 * 15 + 8
     assert count_tasks(parse_spec(clf_spec(outer_cv=None))) == 6 * 3
+
+
+def test_group_splitters_get_each_outer_training_part_s_groups(tmp_path):
+    """GroupKFold inside and outside: the inner search splits the outer training rows by
+    their groups (GridSearchCV.fit(X[train], y[train], groups=groups[train]))."""
+    X, y = make_classification(n_samples=120, n_features=4, random_state=0)
+    groups = np.arange(120) % 12
+    header = "f0,f1,f2,f3,site,label\n"
+    lines = [",".join([*(repr(float(v)) for v in X[i]), str(groups[i]), str(y[i])])
+             for i in range(120)]
+    (tmp_path / "g.csv").write_text(header + "\n".join(lines) + "\n")
+    spec = {"data": {"path": str(tmp_path / "g.csv"), "target": "label", "groups": "site"},
+            "cv": {"splitter": "GroupKFold", "n_splits": 3},
+            "outer_cv": {"splitter": "GroupKFold", "n_splits": 4}, "scoring": "accuracy",
+            "models": {"lr": {"estimator": "sklearn.linear_model.LogisticRegression",
+                              "grid": {"C": [0.01, 1.0]}}}}
+    result = run_experiment(spec, progress=False)
+    from sklearn.model_selection import GroupKFold
+
+    scores = []
+    for train, test in GroupKFold(4).split(X, y, groups):
+        gs = GridSearchCV(LogisticRegression(), {"C": [0.01, 1.0]}, cv=GroupKFold(3),
+                          scoring="accuracy")
+        gs.fit(X[train], y[train], groups=groups[train])
+        scores.append(gs.score(X[test], y[test]))
+    assert result.best["nested"]["accuracy"] == {"mean": float(np.mean(scores)),
+                                                 "std": float(np.std(scores))}
