@@ -121,6 +121,15 @@ def test_outer_scores_and_choices_equal_cross_validate_of_grid_search(tmp_path):
     i = int(np.argmax(plain.cv_results["mean_test_accuracy"][:3]))
     assert best_lr["mean"] == pytest.approx(plain.cv_results["mean_test_accuracy"][i])
 
+    # one journal file for both pools; the refits' times follow the first pool's
+    [journal] = (out / "journal").glob("*.jsonl")
+    records = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert len(records) == run["n_tasks"]
+    refit_fold = {r["task"] % 19 >= 15 for r in records}
+    assert refit_fold == {False, True}
+    first_end = max(r["end"] for r in records if r["task"] % 19 < 15)
+    assert min(r["start"] for r in records if r["task"] % 19 >= 15) >= first_end
+
     # hpcml collect rebuilds the same files from the journal
     before = (out / "nested_cv.csv").read_text()
     for name in ("nested_cv.csv", "best.json", "run.json"):

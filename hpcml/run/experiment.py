@@ -53,7 +53,8 @@ class ExperimentResult:
         not complete (stopped, or one shard), means and ranks are over the finished splits.
     best : dict or None
         ``{"model", "params", "index", "scores"}`` of the best candidate by ``refit``
-        (``None`` without refit or before the run is complete).
+        (``None`` without refit or before the run is complete); with ``outer_cv``, also
+        ``nested`` (and ``nested_by_model``), as in ``best.json``.
     best_estimator : estimator or None
         The best candidate refit on all data (``None`` without refit, and on ranks > 0).
     out : Path or None
@@ -174,15 +175,13 @@ def run_experiment(
         work = plan_work(world, spec, placed, run_folds, out, force, shard, progress,
                          nested=None if nested is None else nested.layout)
 
-        def fit(w: Work) -> tuple[dict[int, FitResult] | None, bool]:
-            return fit_tasks(engine, spec, placed, run_folds, w, out, shard, threads, progress,
-                             fit_timeout, stop, observers)
-
-        results, interrupted = fit(work)
+        results, interrupted = fit_tasks(
+            engine, spec, placed, run_folds, work, out, shard, threads, progress, fit_timeout,
+            stop, observers, next_round=None if nested is None else nested.refits(spec, work),
+        )
         extra = None
-        if nested is not None:  # the outer refits; the search's own results for the files
-            work, results, interrupted, extra = finish_nested(
-                engine, spec, placed, nested, work, results, interrupted, fit)
+        if nested is not None:  # nested_cv.csv; the search's own results for the files
+            work, results, extra = finish_nested(engine, spec, nested, work, results)
         result = write_outputs(engine, spec, placed, folds, work, results, out, shard,
                                threads, wall0, extra)
         result.interrupted = interrupted
@@ -264,8 +263,14 @@ def fit_tasks(engine: Engine, spec: ExperimentSpec, placed: Placed, folds: Folds
               out: str | os.PathLike | None, shard: tuple[int, int] | None,
               threads: int | None, progress: bool, fit_timeout: float | None,
               stop: Callable[[], bool] | None, observers: tuple[Any, ...],
+              next_round: Callable[[dict[int, FitResult]], np.ndarray] | None = None,
               ) -> tuple[dict[int, FitResult] | None, bool]:
-    """Stage 4: fit the tasks left on the engine; every result goes to the journal at once."""
+    """Stage 4: fit the tasks left on the engine; every result goes to the journal at once.
+
+    ``next_round(results)`` (collective; the results so far on the root, ``{}`` elsewhere)
+    gives tasks that depend on them (nested CV's outer refits): they run next, in the same
+    journal, their times counted from the first round's start; empty: done.
+    """
     world = engine.world
     threads, _ = threads_per_rank(world.layout()["ranks_on_node"], cli=threads)
     metric_arg = list(spec.metric_names) if spec.scoring else None
@@ -275,19 +280,36 @@ def fit_tasks(engine: Engine, spec: ExperimentSpec, placed: Placed, folds: Folds
     if out is not None:
         label = f"{shard[0]}/{shard[1]}" if shard else ""
         journal = world.agree(lambda: Journal(out, world.rank, shard=label))
-    measured = world.bcast({t: r.fit_time + r.score_time for t, r in work.resumed.items()}
-                           if world.is_root else None)
+    results: dict[int, FitResult] | None = {} if world.is_root else None
+    todo, t_start, offset = work.todo, time.time(), 0.0
+
+    def record(r: FitResult) -> None:
+        r.start, r.end = r.start + offset, r.end + offset  # since the first round began
+        journal.append(work.keys[r.task], r)
+
     try:
-        results = evaluate_grid(
-            engine, work.grid, folds, placed.X, placed.y, placed.estimators, scorers,
-            threads=threads, return_train_score=spec.return_train_score,
-            error_score=spec.error_score, progress=progress, tasks=work.todo,
-            on_result=None if journal is None else (
-                lambda r: journal.append(work.keys[r.task], r)),
-            should_stop=stop, fit_timeout=fit_timeout or spec.fit_timeout,
-            oof_methods=oof_methods(spec.save_oof, placed.estimators, spec.source),
-            measured=measured, extra_observers=observers,
-        )
+        while True:
+            measured = world.bcast({t: r.fit_time + r.score_time
+                                    for t, r in {**work.resumed, **(results or {})}.items()}
+                                   if world.is_root else None)
+            found = evaluate_grid(
+                engine, work.grid, folds, placed.X, placed.y, placed.estimators, scorers,
+                threads=threads, return_train_score=spec.return_train_score,
+                error_score=spec.error_score, progress=progress, tasks=todo,
+                on_result=None if journal is None else record,
+                should_stop=stop, fit_timeout=fit_timeout or spec.fit_timeout,
+                oof_methods=oof_methods(spec.save_oof, placed.estimators, spec.source),
+                measured=measured, extra_observers=observers,
+            )
+            if results is not None:
+                results.update(found or {})
+            if next_round is None or engine.interrupted:
+                break
+            todo = np.asarray(next_round(results if results is not None else {}),
+                              dtype=np.int64)
+            if not len(todo):
+                break
+            offset = world.bcast(time.time() - t_start if world.is_root else None)
     finally:
         if journal is not None:
             journal.close()

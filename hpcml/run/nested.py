@@ -8,15 +8,17 @@ calls when the spec has one.
 - ``plan_work`` and ``fit_tasks`` then run as for any spec, on that grid: every (outer fold
   × candidate × inner fold) fit and the ordinary search share one pool, one journal (keys by
   content: the candidate, its fold's position and a hash of all folds) and one progress.
-- :func:`finish_nested` picks each (outer fold, model)'s candidate as ``GridSearchCV`` would
-  (root), runs their refits on the outer training parts as a second pool of tasks, and hands
-  ``write_outputs`` the ordinary search's results and ``nested_cv.csv``.
+- :meth:`NestedPlan.refits` is ``fit_tasks``'s next round: once the first pool is done, the
+  root picks each (outer fold, model)'s candidate as ``GridSearchCV`` would, and their
+  refits on the outer training parts run as a second pool in the same journal.
+- :func:`finish_nested` hands ``write_outputs`` the ordinary search's results and
+  ``nested_cv.csv``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -47,6 +49,30 @@ class NestedPlan:
 
     layout: NestedLayout
     folds: Folds
+    world: World
+
+    def refits(self, spec: ExperimentSpec, work: Any
+               ) -> Callable[[dict[int, FitResult]], list[int]]:
+        """``next_round`` of ``fit_tasks``: once every inner fit has a result, the outer
+        refits of the chosen candidates not yet in the journal (chosen on the root), then
+        nothing."""
+        asked = []
+
+        def next_round(results: dict[int, FitResult]) -> list[int]:
+            if asked:
+                return []
+            asked.append(True)
+            merged = {**work.resumed, **results}
+
+            def todo() -> list[int]:
+                choices = choose(work.grid, self.layout, merged, spec.metric_names,
+                                 spec.refit_metric)
+                return [] if choices is None else [
+                    t for t in refit_tasks(choices, self.layout) if t not in merged]
+
+            return self.world.agree(todo, on_root=True)
+
+        return next_round
 
 
 @dataclass
@@ -89,7 +115,7 @@ def plan_nested(world: World, spec: ExperimentSpec, placed: Any, folds: Folds,
         return layout
 
     layout = world.agree(split, on_root=True)
-    return NestedPlan(layout, share_folds(world, made.get("folds")))
+    return NestedPlan(layout, share_folds(world, made.get("folds")), world)
 
 
 def nested_folds(spec: ExperimentSpec, estimator: Any, data: Any, folds: Folds
@@ -130,38 +156,19 @@ def nested_folds(spec: ExperimentSpec, estimator: Any, data: Any, folds: Folds
     return NestedLayout(len(folds), tuple(inner_counts)), Folds(splits)
 
 
-def finish_nested(engine: Engine, spec: ExperimentSpec, placed: Any, plan: NestedPlan,
-                  work: Any, results: dict[int, FitResult] | None, interrupted: bool,
-                  fit: Callable[[Any], tuple[dict[int, FitResult] | None, bool]],
-                  ) -> tuple[Any, dict[int, FitResult] | None, bool, NestedOutputs]:
-    """After the first pool: the choices, their refits (a second pool, through ``fit``, the
-    run's ``fit_tasks`` on a work of refit tasks), and what ``write_outputs`` takes.
-
-    Returns the ordinary search's work and results (re-indexed on a grid of its own folds),
-    whether a stop request came, and the nested outputs.
-    """
-    world = engine.world
-    layout, grid = plan.layout, work.grid
+def finish_nested(engine: Engine, spec: ExperimentSpec, plan: NestedPlan, work: Any,
+                  results: dict[int, FitResult] | None,
+                  ) -> tuple[Any, dict[int, FitResult] | None, NestedOutputs]:
+    """After the fits: the nested outputs (root, then on every rank), and the ordinary
+    search's work and results, re-indexed on a grid of its own folds, for ``write_outputs``."""
+    layout = plan.layout
     merged: dict[int, FitResult] = {**work.resumed, **(results or {})}
-
-    def todo_refits() -> list[int]:
-        choices = choose(grid, layout, merged, spec.metric_names, spec.refit_metric)
-        return [] if choices is None else [t for t in refit_tasks(choices, layout)
-                                           if t not in merged]
-
-    todo = [] if interrupted else world.agree(todo_refits, on_root=True)
-    if todo:
-        refits = type(work)(grid, work.manifest, work.keys, merged,
-                            np.asarray(todo, dtype=np.int64))
-        more, interrupted = fit(refits)
-        merged.update(more or {})
-        results = {**(results or {}), **(more or {})}
-    outputs = world.agree(lambda: nested_outputs(spec, grid, layout, merged,
-                                                 n_resumed=len(work.resumed)), on_root=True)
-    search = type(work)(spec.task_grid(layout.n_search), work.manifest, [],
-                        layout.search_results(work.resumed), work.todo)
-    return search, (None if results is None else layout.search_results(results)), \
-        interrupted, outputs
+    outputs = engine.world.agree(lambda: nested_outputs(spec, work.grid, layout, merged,
+                                                        n_resumed=len(work.resumed)),
+                                 on_root=True)
+    search = replace(work, grid=spec.task_grid(layout.n_search), keys=[],
+                     resumed=layout.search_results(work.resumed))
+    return search, (None if results is None else layout.search_results(results)), outputs
 
 
 def nested_outputs(spec: ExperimentSpec, grid: Any, layout: NestedLayout,
