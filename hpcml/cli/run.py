@@ -327,3 +327,5 @@ def _summary(result: Any) -> None:
     print_best(result.best)
     if result.out is not None:
         print(f"results: {result.out}/cv_results.csv ({len(result.cv_results['params'])} candidates)")
+        if result.best and result.best.get("nested"):
+            print(f"nested CV: {result.out}/nested_cv.csv")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
 
@@ -70,6 +71,7 @@ def describe_plan(spec_path: str | os.PathLike, ranks: int, threads: int | None 
         f"to {sizes.max(initial=0)}\n"
         + _schedule_line(ranks)
         + _prefix_line(units)
+        + _nested_line(spec, grid, n_splits)
         + warn
     )
 
@@ -81,6 +83,19 @@ def _prefix_line(units: np.ndarray | None) -> str:
     shared = sizes[sizes > 1]
     return (f"\nshared prefixes:   {int(shared.sum())} tasks in {len(shared)} groups sharing a "
             "pipeline prefix on a fold: each group on one rank, its prefix fitted once")
+
+
+def _nested_line(spec: Any, grid: Any, n_splits: int) -> str:
+    """What ``outer_cv`` adds (nested CV): its fits are not in the estimates above."""
+    if getattr(spec, "outer_cv", None) is None:
+        return ""
+    n_outer = spec.outer_cv.known_n_splits()
+    if n_outer is None:
+        return "\nnested CV:         outer_cv adds inner fits and outer refits (not counted above)"
+    extra = grid.n_candidates * n_splits * n_outer + len(grid.model_names) * n_outer
+    return (f"\nnested CV:         {extra} more fits (not in the estimates above): {n_outer} "
+            f"outer folds x {grid.n_candidates} candidates x {n_splits} inner folds, and "
+            f"{len(grid.model_names)} refit(s) per outer fold")
 
 
 def _schedule_line(ranks: int) -> str:
