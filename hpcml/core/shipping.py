@@ -42,13 +42,15 @@ def array_key(arr: Any) -> str:
     >>> a = np.arange(6.0)
     >>> array_key(a) == array_key(a.copy()) != array_key(a.reshape(2, 3))
     True
+    >>> array_key(a.astype("datetime64[s]")) != array_key(a.astype("timedelta64[s]"))
+    True
     """
     import numpy as np
 
     h = hashlib.blake2b(digest_size=16)
     h.update(f"{arr.dtype.str}|{arr.shape}|".encode())
     data = arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
-    h.update(memoryview(data.reshape(-1)).cast("B"))
+    h.update(data.reshape(-1).view(np.uint8))  # (datetimes have no buffer format of their own)
     return h.hexdigest()
 
 

@@ -272,3 +272,38 @@ def test_nested_parallel_stays_within_the_rank_budget():
         assert name == "BudgetThreadingBackend"
         budget = int(omp) if omp else threads_per_rank(CLIENT.n_workers + 1)[0]
         assert 1 <= effective <= budget
+
+
+def _echo(a):
+    return a.copy(), bool(a.flags.writeable)
+
+
+def test_shared_arrays_keep_dtype_order_and_values():
+    rng = np.random.default_rng(1)
+    arrays = [rng.random((300, 500)).astype(">f8"),  # big-endian
+              np.zeros(20_000, dtype=[("a", "i4"), ("b", "f8")]),
+              rng.random(300_000) > 0.5,
+              np.arange(40_000).astype("datetime64[s]"),  # no buffer format of its own
+              rng.random((1000, 60))[:, ::3],  # strided: sent as a C-ordered copy
+              np.asfortranarray(rng.random((70, 300))),
+              np.zeros((0, 100_000))]  # empty: inline
+    with joblib.parallel_config(backend="mpi", n_jobs=-1, max_nbytes="100K"):
+        out = Parallel(batch_size=1)(delayed(_echo)(a) for a in arrays for _ in range(2))
+    for i, (back, writeable) in enumerate(out):
+        a = arrays[i // 2]
+        assert back.dtype == a.dtype and back.shape == a.shape
+        np.testing.assert_array_equal(back, a)
+        if CLIENT is not None and a.nbytes:
+            assert not writeable  # mapped read-only from the node's shared copy
+
+
+@needs_workers
+def test_an_unpicklable_argument_in_a_later_batch_raises_not_hangs():
+    import threading
+
+    args = [1.0] * 12 + [threading.Lock()]  # dispatched from a result's callback
+    with joblib.parallel_config(backend="mpi", n_jobs=-1), \
+            pytest.raises(TypeError, match="pickle"):
+        Parallel(batch_size=1)(delayed(str)(a) for a in args)
+    with joblib.parallel_config(backend="mpi", n_jobs=-1):  # still works after
+        assert Parallel()(delayed(abs)(-i) for i in range(3)) == [0, 1, 2]

@@ -407,7 +407,14 @@ class MPIBackend(AutoBatchingMixin, ParallelBackendBase):
             if callback is not None:
                 callback(job)
             return job
-        payload, arrays = _dumps(func, self._threshold, self._memo)
+        try:
+            payload, arrays = _dumps(func, self._threshold, self._memo)
+        except Exception as exc:  # unpicklable: the task's error, not the client thread's
+            job = _Job(b"", {}, callback, id(self))  # (joblib dispatches from callbacks too)
+            job.set_exception(exc)
+            if callback is not None:
+                callback(job)
+            return job
         job = _Job(payload, arrays, callback, id(self))
         client.put(job)
         return job
