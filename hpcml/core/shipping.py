@@ -3,11 +3,10 @@
 A task is pickled with :func:`dumps_task`: every numpy array of at least ``threshold`` bytes
 met anywhere in the task (arguments, keyword arguments, inside a DataFrame) is left out of
 the payload and replaced by its content key (a hash of its dtype, shape and bytes). The
-sender keeps a :class:`KeyCache` per worker that mirrors the worker's own cache, so it knows
-which keys the worker holds and ships only the missing arrays with the task; the worker runs
-the very same :class:`KeyCache` steps in the same order (messages arrive in order), so both
-sides always agree on what is cached and what was evicted. :func:`loads_task` rebuilds the
-task from the payload and the worker's arrays.
+sender keeps a :class:`KeyCache` per destination (for the joblib backend: per node) that
+knows which keys are there, so it ships only the missing arrays, and tells the other side
+what it evicts. :func:`loads_task` rebuilds the task from the payload and the arrays found
+there.
 
 Nothing here imports numpy at module level.
 """
@@ -18,7 +17,7 @@ import hashlib
 import io
 import pickle
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from typing import Any
 
 import cloudpickle
@@ -26,9 +25,10 @@ import cloudpickle
 __all__ = ["KeyCache", "KeyMemo", "dumps_task", "loads_task", "array_key", "DEFAULT_THRESHOLD",
            "DEFAULT_CACHE_BYTES"]
 
-#: Arrays of at least this many bytes are sent by key (once per worker) instead of inline.
-DEFAULT_THRESHOLD = 1 << 16
-#: Bytes of arrays a worker keeps, least recently used evicted first (a task's own arrays
+#: Arrays of at least this many bytes are sent by key instead of inline (1 MiB: joblib's
+#: default ``max_nbytes``).
+DEFAULT_THRESHOLD = 1 << 20
+#: Bytes of arrays a node keeps, least recently used evicted first (a task's own arrays
 #: are never evicted while it needs them, so one task may exceed it).
 DEFAULT_CACHE_BYTES = 4 << 30
 
@@ -42,13 +42,15 @@ def array_key(arr: Any) -> str:
     >>> a = np.arange(6.0)
     >>> array_key(a) == array_key(a.copy()) != array_key(a.reshape(2, 3))
     True
+    >>> array_key(a.astype("datetime64[s]")) != array_key(a.astype("timedelta64[s]"))
+    True
     """
     import numpy as np
 
     h = hashlib.blake2b(digest_size=16)
     h.update(f"{arr.dtype.str}|{arr.shape}|".encode())
     data = arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
-    h.update(memoryview(data.reshape(-1)).cast("B"))
+    h.update(data.reshape(-1).view(np.uint8))  # (datetimes have no buffer format of their own)
     return h.hexdigest()
 
 
@@ -86,7 +88,8 @@ class _Pickler(cloudpickle.Pickler):
         self._types = (np.ndarray, np.memmap)
 
     def persistent_id(self, obj: Any) -> str | None:
-        if type(obj) in self._types and obj.nbytes >= self._threshold and not obj.dtype.hasobject:
+        if type(obj) in self._types and obj.nbytes >= self._threshold and obj.nbytes \
+                and not obj.dtype.hasobject:
             key = self._keys.key(obj)
             self._found[key] = obj
             return key
@@ -145,12 +148,13 @@ def loads_task(payload: bytes, lookup: Callable[[str], Any]) -> Any:
 
 
 class KeyCache:
-    """A least-recently-used set of keys with sizes, the same on the sender and the worker.
+    """A least-recently-used set of keys with sizes: what a destination holds.
 
     Parameters
     ----------
     capacity : int
-        Bytes kept; the least recently used keys go first, never one of the task at hand.
+        Bytes kept; the least recently used keys go first, never one of the task at hand
+        (nor one in ``keep``: in use by other running tasks).
 
     Examples
     --------
@@ -163,6 +167,8 @@ class KeyCache:
     (['z'], ['x'])
     >>> sorted(c)
     ['y', 'z']
+    >>> c.admit([("w", 6)], keep={"y"})   # y is in use elsewhere: z goes, y stays
+    (['w'], ['z'])
     """
 
     def __init__(self, capacity: int = DEFAULT_CACHE_BYTES) -> None:
@@ -179,11 +185,12 @@ class KeyCache:
     def __len__(self) -> int:
         return len(self._sizes)
 
-    def admit(self, keys: Iterable[tuple[str, int]]) -> tuple[list[str], list[str]]:
+    def admit(self, keys: Iterable[tuple[str, int]],
+              keep: Container[str] = ()) -> tuple[list[str], list[str]]:
         """Make a task's keys present: ``(missing keys to ship, keys evicted)``.
 
-        The task's keys become the most recently used; others are evicted, oldest first,
-        while the cache holds more than its capacity.
+        The task's keys become the most recently used; others (but those in ``keep``) are
+        evicted, oldest first, while the cache holds more than its capacity.
         """
         keys = list(keys)
         mine = {k for k, _ in keys}
@@ -199,7 +206,7 @@ class KeyCache:
         for key in list(self._sizes):
             if self.nbytes <= self.capacity:
                 break
-            if key not in mine:
+            if key not in mine and key not in keep:
                 self.nbytes -= self._sizes.pop(key)
                 evicted.append(key)
         return missing, evicted

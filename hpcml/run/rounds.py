@@ -57,6 +57,10 @@ def fit_rounds(engine: Engine, spec: ExperimentSpec, placed: Any, folds: Folds,
         raise UsageError(f"--shard: models.{halving[0]} searches by strategy "
                          f"{_strategy(spec)}, whose rounds depend on each other; run it "
                          "without --shard")
+    if getattr(spec, "outer_cv", None) is not None:
+        raise SpecError("outer_cv", "nested CV runs a grid or random search; "
+                        f"models.{halving[0]} searches by strategy {_strategy(spec)}: drop "
+                        "outer_cv or use strategy: grid or random", spec.source)
     if spec.save_oof:
         raise SpecError("save_oof", "is not supported with a search of several rounds "
                         f"(models.{halving[0]}); drop save_oof", spec.source)

@@ -25,7 +25,8 @@ _LOKY_CHILD = ("'mpi' is named inside a loky worker process, where nothing regis
                "imported hpcml.joblib)")
 _MANAGER = ("passes multiprocessing.Manager proxies to the tasks: they authenticate with "
             "the authkey of rank 0's process tree, and MPI ranks are not its children")
-_MEMMAP = "checks loky's memory mapping of arrays (max_nbytes, temp_folder); 'mpi' sends by key"
+_MEMMAP = ("checks loky's memory mapping of arrays (np.memmap in temp_folder); 'mpi' maps "
+           "them from MPI shared memory instead (one copy per node)")
 
 #: Test (a name, or a name with its parameters) -> why it does not apply to this backend.
 EXCLUDED: dict[str, str] = {

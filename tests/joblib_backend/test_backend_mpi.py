@@ -1,4 +1,4 @@
-"""The ``"mpi"`` backend with scikit-learn: results equal loky's, arrays sent once.
+"""The ``"mpi"`` backend with scikit-learn: results equal loky's, arrays sent once per node.
 
 Run on every world size: ``mpiexec -n P python -m hpcml.joblib
 tests/joblib_backend/run_pytest.py tests/joblib_backend/test_backend_mpi.py``; rank 0 runs
@@ -77,38 +77,134 @@ def test_permutation_importance_equals_loky(data):
     np.testing.assert_array_equal(got.importances, ref.importances)
 
 
+def _backing(X, delay=0.05):
+    """Where a worker's X lives: its pid, host, and the (perms, device, inode) of the
+    mapping holding X's first byte (the same inode on two ranks: the same shared pages)."""
+    time.sleep(delay)  # long enough for every worker to get a task
+    addr = X.ctypes.data
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            span, perms, _offset, dev, inode = line.split()[:5]
+            lo, hi = (int(v, 16) for v in span.split("-"))
+            if lo <= addr < hi:
+                return os.getpid(), socket.gethostname(), (perms, dev, inode), \
+                    bool(X.flags.writeable), float(X.sum())
+    raise AssertionError("X is in no mapping")
+
+
 @needs_workers
-def test_grid_search_sends_X_and_y_once_per_worker_and_caches_across_calls():
-    X, y = make_classification(n_samples=4000, n_features=30, random_state=1)
-    assert X.nbytes > 1 << 16  # above the scatter threshold (y is below: it goes inline)
+def test_grid_search_sends_X_once_per_node_and_caches_across_calls():
+    X, y = make_classification(n_samples=6000, n_features=30, random_state=1)
+    assert X.nbytes > 1 << 20  # over Parallel's max_nbytes (y is below: it goes inline)
     from hpcml.core.shipping import array_key
 
     x_key = array_key(X)
-    before = CLIENT.sent[x_key]
-    tasks_before = CLIENT.tasks_sent
+    before, bytes_before, tasks_before = CLIENT.sent[x_key], CLIENT.bytes_sent, \
+        CLIENT.tasks_sent
     grid = {"C": [0.01, 0.1, 1.0, 10.0]}
-    with joblib.parallel_config(backend="mpi", n_jobs=-1):
-        GridSearchCV(LogisticRegression(max_iter=200), grid, cv=5, n_jobs=-1).fit(X, y)
-    n_batches = CLIENT.tasks_sent - tasks_before
-    assert n_batches >= CLIENT.n_workers  # every worker got work
-    assert CLIENT.sent[x_key] - before <= CLIENT.n_workers  # once per worker, not per task
-    assert CLIENT.sent[x_key] - before >= 1
+    ref, got = both(lambda: GridSearchCV(LogisticRegression(max_iter=200), grid, cv=5,
+                                         n_jobs=-1).fit(X, y))
+    np.testing.assert_array_equal(got.cv_results_["mean_test_score"],
+                                  ref.cv_results_["mean_test_score"])
+    assert CLIENT.tasks_sent - tasks_before >= CLIENT.n_workers  # every worker got work
+    n_nodes = len(CLIENT.nodes)
+    assert CLIENT.sent[x_key] - before == n_nodes  # once per node, not per task or worker
+    assert CLIENT.bytes_sent - bytes_before == n_nodes * X.nbytes
+    sent, nbytes, messages = CLIENT.sent[x_key], CLIENT.bytes_sent, CLIENT.array_messages
     with joblib.parallel_config(backend="mpi", n_jobs=-1):  # a second call: cached
         GridSearchCV(LogisticRegression(max_iter=200), grid, cv=5, n_jobs=-1).fit(X, y)
-    assert CLIENT.sent[x_key] - before <= CLIENT.n_workers
+        Parallel()(delayed(np.sum)(X) for _ in range(4))
+    assert (CLIENT.sent[x_key], CLIENT.bytes_sent, CLIENT.array_messages) == \
+        (sent, nbytes, messages)
+
+
+@needs_workers
+def test_workers_of_a_node_map_one_shared_read_only_copy():
+    X = np.random.default_rng(7).random((400, 400))  # 1.28 MB
+    with joblib.parallel_config(backend="mpi", n_jobs=-1):
+        out = Parallel(batch_size=1)(delayed(_backing)(X) for _ in range(4 * CLIENT.n_workers))
+    assert len({pid for pid, *_ in out}) == CLIENT.n_workers  # every worker answered
+    assert all(not writeable and total == X.sum() for *_, writeable, total in out)
+    by_host: dict = {}
+    for pid, host, backing, _, _ in out:
+        by_host.setdefault(host, (set(), set()))
+        by_host[host][0].add(pid)
+        by_host[host][1].add(backing)
+    assert len(by_host) == len(CLIENT.nodes)
+    for pids, backings in by_host.values():
+        assert len(backings) == 1, by_host  # one copy per node: the same pages
+        if len(pids) > 1:  # MPICH keeps a node of one rank's window in private memory
+            assert next(iter(backings))[0].endswith("s"), by_host  # a shared mapping
+
+
+@needs_workers
+def test_max_nbytes_is_the_threshold():
+    X = np.random.default_rng(3).random(50_000)  # 400 kB: under the default 1 MiB
+    from hpcml.core.shipping import array_key
+
+    with joblib.parallel_config(backend="mpi", n_jobs=-1):
+        a = Parallel()(delayed(np.sum)(X) for _ in range(4))
+        assert CLIENT.sent[array_key(X)] == 0  # inline, with each task
+        b = Parallel(max_nbytes="100K")(delayed(np.sum)(X) for _ in range(4))
+        assert CLIENT.sent[array_key(X)] == len(CLIENT.nodes)
+        Z = X * 2
+        c = Parallel(max_nbytes=None)(delayed(np.sum)(Z) for _ in range(4))
+        assert CLIENT.sent[array_key(Z)] == 0
+    assert a == b == [X.sum()] * 4 and c == [Z.sum()] * 4
+
+
+def _keep_a_view(X):
+    import builtins
+
+    builtins._hpcml_test_view = X[10:]  # a task that keeps a view of a shared array
+    return float(X.sum())
+
+
+def _kept_view_sum():
+    import builtins
+
+    view = getattr(builtins, "_hpcml_test_view", None)
+    return None if view is None else float(view.sum())
+
+
+@needs_workers
+def test_bounded_cache_evicts_and_kept_views_stay_valid():
+    rng = np.random.default_rng(11)
+    arrays = [rng.random(150_000) for _ in range(8)]  # 1.2 MB each
+    saved = [c.capacity for c in CLIENT.shipper.caches]
+    try:
+        for cache in CLIENT.shipper.caches:
+            cache.capacity = 3 * arrays[0].nbytes
+        with joblib.parallel_config(backend="mpi", n_jobs=-1):
+            assert Parallel()(delayed(_keep_a_view)(arrays[0]) for _ in range(4)) == \
+                [arrays[0].sum()] * 4
+            for _ in range(2):
+                out = Parallel(batch_size=1)(delayed(np.sum)(a) for a in arrays)
+                assert out == [a.sum() for a in arrays]
+            kept = Parallel(batch_size=1)(delayed(_kept_view_sum)() for _ in range(8))
+        assert all(len(c) <= 3 for c in CLIENT.shipper.caches)
+        assert all(c.nbytes <= c.capacity for c in CLIENT.shipper.caches)
+        assert {k for k in kept if k is not None} == {float(arrays[0][10:].sum())}
+        from hpcml.core.shipping import array_key
+
+        assert CLIENT.sent[array_key(arrays[1])] >= 2 * len(CLIENT.nodes)  # evicted, re-sent
+    finally:
+        for cache, capacity in zip(CLIENT.shipper.caches, saved, strict=True):
+            cache.capacity = capacity
 
 
 @needs_workers
 def test_changed_array_is_sent_again():
     from hpcml.core.shipping import array_key
 
-    X = np.random.default_rng(0).random(20_000)
+    X = np.random.default_rng(0).random(200_000)
     with joblib.parallel_config(backend="mpi", n_jobs=-1):
         a = Parallel()(delayed(np.sum)(X) for _ in range(4))
+        first = array_key(X)
         X[0] += 1.0  # same object, new content: a new key
         b = Parallel()(delayed(np.sum)(X) for _ in range(4))
     assert a[0] != b[0] and len(set(a)) == len(set(b)) == 1
-    assert CLIENT.sent[array_key(X)] >= 1
+    assert CLIENT.sent[array_key(X)] == CLIENT.sent[first] == len(CLIENT.nodes)
 
 
 def _where(i, delay=0.0):
@@ -176,3 +272,38 @@ def test_nested_parallel_stays_within_the_rank_budget():
         assert name == "BudgetThreadingBackend"
         budget = int(omp) if omp else threads_per_rank(CLIENT.n_workers + 1)[0]
         assert 1 <= effective <= budget
+
+
+def _echo(a):
+    return a.copy(), bool(a.flags.writeable)
+
+
+def test_shared_arrays_keep_dtype_order_and_values():
+    rng = np.random.default_rng(1)
+    arrays = [rng.random((300, 500)).astype(">f8"),  # big-endian
+              np.zeros(20_000, dtype=[("a", "i4"), ("b", "f8")]),
+              rng.random(300_000) > 0.5,
+              np.arange(40_000).astype("datetime64[s]"),  # no buffer format of its own
+              rng.random((1000, 60))[:, ::3],  # strided: sent as a C-ordered copy
+              np.asfortranarray(rng.random((70, 300))),
+              np.zeros((0, 100_000))]  # empty: inline
+    with joblib.parallel_config(backend="mpi", n_jobs=-1, max_nbytes="100K"):
+        out = Parallel(batch_size=1)(delayed(_echo)(a) for a in arrays for _ in range(2))
+    for i, (back, writeable) in enumerate(out):
+        a = arrays[i // 2]
+        assert back.dtype == a.dtype and back.shape == a.shape
+        np.testing.assert_array_equal(back, a)
+        if CLIENT is not None and a.nbytes:
+            assert not writeable  # mapped read-only from the node's shared copy
+
+
+@needs_workers
+def test_an_unpicklable_argument_in_a_later_batch_raises_not_hangs():
+    import threading
+
+    args = [1.0] * 12 + [threading.Lock()]  # dispatched from a result's callback
+    with joblib.parallel_config(backend="mpi", n_jobs=-1), \
+            pytest.raises(TypeError, match="pickle"):
+        Parallel(batch_size=1)(delayed(str)(a) for a in args)
+    with joblib.parallel_config(backend="mpi", n_jobs=-1):  # still works after
+        assert Parallel()(delayed(abs)(-i) for i in range(3)) == [0, 1, 2]

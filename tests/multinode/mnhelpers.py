@@ -58,6 +58,38 @@ print(json.dumps({"rank": engine.rank, "host": os.uname().nodename,
 engine.close()
 """
 
+#: ``python -m hpcml.joblib`` script: two ``Parallel`` calls with the same large X, each
+#: task answering where it ran and the (perms, device, inode) of the mapping holding its X;
+#: rank 0 prints them with the backend's counts of what it sent.
+JOBLIB_SCRIPT = """\
+import json, os, socket, time
+import numpy as np
+import joblib
+from joblib import Parallel, delayed
+from hpcml.core.shipping import array_key
+from hpcml.engines.mpi.joblib_backend import get_client
+
+def where(X):
+    time.sleep(0.1)
+    addr = X.ctypes.data
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            span, perms, _, dev, inode = line.split()[:5]
+            lo, hi = (int(v, 16) for v in span.split("-"))
+            if lo <= addr < hi:
+                return [socket.gethostname(), os.getpid(), [perms, dev, inode], float(X.sum())]
+
+client = get_client()
+X = np.random.default_rng(0).random((500, 400))
+with joblib.parallel_config(backend="mpi", n_jobs=-1):
+    first = Parallel(batch_size=1)(delayed(where)(X) for _ in range(12))
+    after_first = [client.sent[array_key(X)], client.bytes_sent]
+    second = Parallel(batch_size=1)(delayed(where)(X) for _ in range(6))
+print(json.dumps({"tasks": first + second, "nodes": client.nodes, "nbytes": X.nbytes,
+                  "sum": float(X.sum()), "after_first": after_first,
+                  "after_second": [client.sent[array_key(X)], client.bytes_sent]}), flush=True)
+"""
+
 
 def srun(args: list[str], cwd: Path, env: dict, timeout: float = 120,
          layout: list[str] | None = None) -> subprocess.CompletedProcess:

@@ -7,11 +7,12 @@ over the veth pairs of the cluster's bridge. The results must equal a one-node r
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 import numpy as np
 import pytest
-from mnhelpers import SHARED_SCRIPT, START_SCRIPT, python, run_json, srun
+from mnhelpers import JOBLIB_SCRIPT, SHARED_SCRIPT, START_SCRIPT, python, run_json, srun
 from slurmhelpers import read_csv, same_results
 
 #: sitecustomize.py of a rank that appends "host:rank:path" for every file it opens.
@@ -111,6 +112,26 @@ def test_ranks_of_a_node_share_one_copy_of_x(cluster2, tmp_path, job_env):
                for h in ("node1", "node2")}
     assert all(len(b) == 1 for b in by_node.values()), by_node
     assert by_node["node1"] != by_node["node2"], by_node
+
+
+def test_joblib_backend_sends_x_once_to_each_node(cluster2, tmp_path, job_env):
+    """The "mpi" joblib backend over two nodes: X goes once to each node (rank 0's node too,
+    whose worker does not share rank 0's memory), into pages its workers share; a second
+    ``Parallel`` call sends nothing."""
+    script = tmp_path / "script.py"
+    script.write_text(JOBLIB_SCRIPT)
+    proc = srun([sys.executable, "-m", "hpcml.joblib", str(script)], tmp_path, job_env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("{")))
+    assert out["nodes"] == [[1], [2, 3]], out["nodes"]
+    assert out["after_first"] == [2, 2 * out["nbytes"]]  # once per node, not per task
+    assert out["after_second"] == out["after_first"]  # cached by content: nothing sent
+    tasks = out["tasks"]
+    assert all(total == out["sum"] for *_, total in tasks)
+    pids = {host: {pid for h, pid, _, _ in tasks if h == host} for host in ("node1", "node2")}
+    assert [len(pids["node1"]), len(pids["node2"])] == [1, 2], pids
+    node2 = {tuple(backing) for host, _, backing, _ in tasks if host == "node2"}
+    assert len(node2) == 1 and next(iter(node2))[0].endswith("s"), node2  # one shared copy
 
 
 def test_only_one_rank_reads_the_data_file(cluster2, tmp_path, job_env):

@@ -8,9 +8,11 @@ On rank 0 one :class:`Client` thread owns the backend's communicator: it sends q
 batches to idle workers, receives their results (polling with a growing sleep, so rank 0
 does not spin a core), and runs joblib's callback, which registers the outcome and submits
 the next batch. joblib itself keeps the results in order (or not, with
-``return_as="generator_unordered"``). Large arrays go to each worker once, by content key
-(:mod:`hpcml.core.shipping`), and stay cached there across ``Parallel`` calls. The protocol
-is in :mod:`hpcml.engines.mpi.serve`.
+``return_as="generator_unordered"``). Large arrays (from Parallel's ``max_nbytes``, 1 MiB
+by default) go to each node once, by content key (:mod:`hpcml.core.shipping`), into one
+shared-memory copy that the node's workers map read-only, and stay cached there across
+``Parallel`` calls (:mod:`hpcml.engines.mpi.nodestore`). The protocol is in
+:mod:`hpcml.engines.mpi.serve`.
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ from joblib.parallel import (
     ThreadingBackend,
 )
 
-from hpcml.core.shipping import DEFAULT_CACHE_BYTES, DEFAULT_THRESHOLD, KeyCache, KeyMemo, sizes
+from hpcml.core.shipping import DEFAULT_CACHE_BYTES, DEFAULT_THRESHOLD, KeyMemo
 from hpcml.core.shipping import dumps_task as _dumps
+from hpcml.engines.mpi.nodestore import Shipper
 from hpcml.engines.mpi.serve import (
     POLL,
     RESULT,
@@ -70,10 +73,10 @@ def get_client() -> Client | None:
     return _CLIENT
 
 
-def start_client(comm: Any, cache_bytes: int = DEFAULT_CACHE_BYTES) -> Client:
-    """Start rank 0's client on ``comm`` (from :func:`~hpcml.engines.mpi.serve.channel`)."""
+def start_client(chan: Any, cache_bytes: int = DEFAULT_CACHE_BYTES) -> Client:
+    """Start rank 0's client on ``chan`` (from :func:`~hpcml.engines.mpi.serve.channel`)."""
     global _CLIENT
-    _CLIENT = Client(comm, cache_bytes=cache_bytes)
+    _CLIENT = Client(chan, cache_bytes=cache_bytes)
     return _CLIENT
 
 
@@ -84,6 +87,7 @@ class _Job(concurrent.futures.Future):
         super().__init__()
         self.payload, self.arrays, self.callback, self.owner = payload, arrays, callback, owner
         self.tid = -1
+        self.keys: list[str] = []
         self.where: tuple[int, str, int] | None = None
 
     def get(self, timeout: float | None = None) -> Any:
@@ -93,28 +97,34 @@ class _Job(concurrent.futures.Future):
 class Client:
     """Rank 0's end: a queue of batches, the idle workers, and one thread doing the MPI.
 
+    Parameters
+    ----------
+    chan : Channel
+        From :func:`~hpcml.engines.mpi.serve.channel`.
+    cache_bytes : int
+        Bytes of arrays each node keeps (least recently used evicted first).
+
     Attributes
     ----------
     n_workers : int
         Worker ranks (every rank but 0).
-    sent : collections.Counter
-        How many times each array key was sent (one per worker that needed it).
+    nodes : list of list of int
+        The worker ranks of each node, its leader (which receives the arrays) first.
     tasks_sent : int
         Batches sent so far.
     """
 
-    def __init__(self, comm: Any, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
-        self.comm = comm
+    def __init__(self, chan: Any, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+        self.comm = chan.tasks
+        comm = self.comm
         self.pid = os.getpid()
         self.n_workers = comm.Get_size() - 1
-        self.cache_bytes = int(cache_bytes)
-        self.mirrors = {w: KeyCache(self.cache_bytes) for w in range(1, comm.Get_size())}
+        self.nodes = chan.nodes
+        self.shipper = Shipper(chan.data, chan.nodes, int(cache_bytes))
         self.idle = collections.deque(range(1, comm.Get_size()))
         self.queue: collections.deque[_Job] = collections.deque()
         self.running: dict[int, _Job] = {}
         self.dropped: set[int] = set()
-        self.sent: Counter[str] = Counter()
-        self.bytes_sent = 0
         self.tasks_sent = 0
         self._paths: dict[int, tuple[str, ...]] = {}
         self._ids = itertools.count()
@@ -123,6 +133,21 @@ class Client:
         self._closing = False
         self._thread = threading.Thread(target=self._loop, name="hpcml-mpi-client", daemon=True)
         self._thread.start()
+
+    @property
+    def sent(self) -> Counter[str]:
+        """How many times each array key was sent (once per node that needed it)."""
+        return self.shipper.sent
+
+    @property
+    def bytes_sent(self) -> int:
+        """Array bytes sent to the nodes so far (tasks' own pickles not counted)."""
+        return self.shipper.bytes_sent
+
+    @property
+    def array_messages(self) -> int:
+        """Messages the node store sent so far (notices and array pieces)."""
+        return self.shipper.messages
 
     # -- called from any thread ---------------------------------------------------------
     def put(self, job: _Job) -> None:
@@ -158,9 +183,11 @@ class Client:
                              f"{grace:.0f} s after the script ended; aborting all ranks\n")
             sys.stderr.flush()
             self.comm.Abort(1)
+        self.shipper.stop()  # the node stores free their windows
         for w in range(1, self.n_workers + 1):
             self.comm.send(None, dest=w, tag=STOP)
         self.comm.Free()
+        self.shipper.data.Free()
         if _CLIENT is self:
             _CLIENT = None
 
@@ -192,18 +219,13 @@ class Client:
                     return sent
                 job, worker = self.queue.popleft(), self.idle.popleft()
                 self.running[job.tid] = job
-            refs = sizes(job.arrays)
-            missing, _ = self.mirrors[worker].admit(refs)
-            new = {k: job.arrays[k] for k in missing}
-            self.sent.update(missing)
-            self.bytes_sent += sum(int(a.nbytes) for a in new.values())
+            job.keys = self.shipper.place(worker, job.arrays)  # once per node
             path = tuple(sys.path)  # rank 0's module path (the script's folder, pytest's)
             if self._paths.get(worker) == path:
                 path = None
             else:
                 self._paths[worker] = path
-            self.comm.send((job.tid, refs, new, job.payload, self.cache_bytes, path),
-                           dest=worker, tag=TASK)
+            self.comm.send((job.tid, job.keys, job.payload, path), dest=worker, tag=TASK)
             self.tasks_sent += 1
             job.arrays = {}
             sent = True
@@ -214,6 +236,7 @@ class Client:
         tid, ok, blob, where = msg
         with self._lock:
             job = self.running.pop(tid)
+            self.shipper.release(where[0], job.keys)
             self.idle.append(where[0])
             dropped = tid in self.dropped
             self.dropped.discard(tid)
@@ -295,9 +318,11 @@ class MPIBackend(AutoBatchingMixin, ParallelBackendBase):
 
     Parameters
     ----------
-    scatter_threshold : int
-        Arrays of at least this many bytes (anywhere in a task's arguments) go to each
-        worker once, by content, and stay cached there across ``Parallel`` calls.
+    scatter_threshold : int, optional
+        Arrays of at least this many bytes (anywhere in a task's arguments) go to each node
+        once, by content, into shared memory, and stay cached there across ``Parallel``
+        calls. Default: each ``Parallel`` call's ``max_nbytes`` (joblib's own threshold,
+        1 MiB unless set; ``None`` sends every array inline, with its task).
     **kwargs
         Passed to ``ParallelBackendBase``.
 
@@ -313,9 +338,10 @@ class MPIBackend(AutoBatchingMixin, ParallelBackendBase):
     default_n_jobs = -1
     uses_threads = False
 
-    def __init__(self, scatter_threshold: int = DEFAULT_THRESHOLD, **kwargs: Any) -> None:
+    def __init__(self, scatter_threshold: int | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.scatter_threshold = int(scatter_threshold)
+        self.scatter_threshold = None if scatter_threshold is None else int(scatter_threshold)
+        self._threshold = DEFAULT_THRESHOLD if scatter_threshold is None else int(scatter_threshold)
         self._memo = KeyMemo()
 
     def __reduce__(self) -> tuple:
@@ -340,8 +366,9 @@ class MPIBackend(AutoBatchingMixin, ParallelBackendBase):
         return int(n_jobs)
 
     def configure(self, n_jobs: int = 1, parallel: Any = None, **kwargs: Any) -> int:
-        """Set up one ``Parallel`` call; ``max_nbytes``, ``temp_folder`` and ``mmap_mode``
-        (loky's memory mapping) are ignored: large arrays go by key instead.
+        """Set up one ``Parallel`` call. ``max_nbytes`` is the size from which an array goes
+        once per node into shared memory (unless ``scatter_threshold`` was given; ``None``:
+        never); ``temp_folder`` and ``mmap_mode`` (loky's memory mapping) are ignored.
 
         Raises
         ------
@@ -354,6 +381,9 @@ class MPIBackend(AutoBatchingMixin, ParallelBackendBase):
                              "option of the process-pool backends (loky, multiprocessing); "
                              "call the set-up at the start of the task instead")
         self.parallel = parallel
+        if self.scatter_threshold is None and "max_nbytes" in kwargs:
+            nbytes = kwargs["max_nbytes"]
+            self._threshold = sys.maxsize if nbytes is None else int(nbytes)
         return self.effective_n_jobs(n_jobs)
 
     def start_call(self) -> None:
@@ -377,7 +407,14 @@ class MPIBackend(AutoBatchingMixin, ParallelBackendBase):
             if callback is not None:
                 callback(job)
             return job
-        payload, arrays = _dumps(func, self.scatter_threshold, self._memo)
+        try:
+            payload, arrays = _dumps(func, self._threshold, self._memo)
+        except Exception as exc:  # unpicklable: the task's error, not the client thread's
+            job = _Job(b"", {}, callback, id(self))  # (joblib dispatches from callbacks too)
+            job.set_exception(exc)
+            if callback is not None:
+                callback(job)
+            return job
         job = _Job(payload, arrays, callback, id(self))
         client.put(job)
         return job

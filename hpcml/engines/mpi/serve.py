@@ -1,16 +1,14 @@
 """The worker ranks of the joblib backend, and how a script's ranks are started.
 
-Protocol (on a duplicate of ``COMM_WORLD``, via ``mpi4py.util.pkl5``: arrays travel as
-out-of-band buffers, messages may exceed 2 GiB):
+Protocol (on a duplicate of ``COMM_WORLD``, via ``mpi4py.util.pkl5``: messages may exceed
+2 GiB), on :attr:`Channel.tasks`:
 
-* rank 0 -> worker, tag :data:`TASK`: ``(task id, [(key, nbytes)], {key: array}, payload,
-  cache capacity, sys.path)``; rank 0's ``sys.path`` only when it changed, so that functions
-  pickled by reference (defined in the script's folder) import on the workers too.
-  ``payload`` is the joblib batch pickled with :func:`~hpcml.core.shipping.dumps_task`
-  (its large arrays replaced by content keys); the dict holds only the arrays this worker
-  does not have yet. Rank 0 mirrors each worker's :class:`~hpcml.core.shipping.KeyCache`,
-  and the worker runs the same cache steps in the same order, so both agree on what is
-  cached (least recently used evicted first).
+* rank 0 -> worker, tag :data:`TASK`: ``(task id, [key], payload, sys.path)``; rank 0's
+  ``sys.path`` only when it changed, so that functions pickled by reference (defined in the
+  script's folder) import on the workers too. ``payload`` is the joblib batch pickled with
+  :func:`~hpcml.core.shipping.dumps_task` (its large arrays replaced by content keys). The
+  arrays themselves go once per node, before the task, into the node's shared memory
+  (:mod:`hpcml.engines.mpi.nodestore`, on :attr:`Channel.data`); the worker maps them there.
 * worker -> rank 0, tag :data:`RESULT`: ``(task id, ok, blob, (rank, host, traceback))``:
   the batch's results (cloudpickled), or its exception.
 * rank 0 -> worker, tag :data:`STOP`: the script is over; the worker returns.
@@ -32,9 +30,10 @@ import socket
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["TASK", "RESULT", "STOP", "serve", "channel",
+__all__ = ["TASK", "RESULT", "STOP", "Channel", "serve", "channel",
            "worker_threads", "is_worker"]
 
 TASK, RESULT, STOP = 11, 12, 13
@@ -59,11 +58,35 @@ def worker_threads() -> int:
     return threads_per_rank(1)[0]
 
 
-def channel(comm: Any) -> Any:
-    """The backend's own communicator: a ``pkl5`` duplicate of ``comm`` (collective)."""
+@dataclass
+class Channel:
+    """The backend's communicators, from :func:`channel`.
+
+    Attributes
+    ----------
+    tasks : pkl5 communicator
+        Tasks and results (a ``pkl5`` duplicate of the world).
+    data : mpi4py.MPI.Intracomm
+        The node store's notices and array bytes (another duplicate).
+    node : mpi4py.MPI.Intracomm or None
+        This node's worker ranks (``None`` on rank 0).
+    nodes : list of list of int
+        The worker ranks of each node, its leader first.
+    """
+
+    tasks: Any
+    data: Any
+    node: Any
+    nodes: list[list[int]]
+
+
+def channel(comm: Any) -> Channel:
+    """The backend's own communicators over ``comm`` (collective, every rank)."""
     from mpi4py.util import pkl5
 
-    return pkl5.Intracomm(comm.Dup())
+    from hpcml.engines.mpi.nodestore import node_comms
+
+    return Channel(pkl5.Intracomm(comm.Dup()), *node_comms(comm))
 
 
 def wait_message(comm: Any, source: int, tag: int) -> tuple[Any, Any]:
@@ -93,47 +116,39 @@ def receive(comm: Any, status: Any) -> Any:
     return comm.recv(source=status.Get_source(), tag=status.Get_tag())
 
 
-def serve(comm: Any, threads: int, cache_bytes: int | None = None) -> int:
+def serve(chan: Channel, threads: int) -> int:
     """Run rank 0's tasks until it sends :data:`STOP`; returns the number of tasks run.
 
     Parameters
     ----------
-    comm : pkl5 communicator
+    chan : Channel
         From :func:`channel` (rank 0 holds the other end).
     threads : int
         This rank's thread budget (nested ``Parallel`` calls and BLAS stay within it).
-    cache_bytes : int, optional
-        Capacity of the array cache (the same as rank 0's mirror of it); rank 0 sends its
-        value with each task.
     """
     import cloudpickle
     from mpi4py import MPI
 
-    from hpcml.core.shipping import DEFAULT_CACHE_BYTES, KeyCache, loads_task
+    from hpcml.core.shipping import loads_task
+    from hpcml.engines.mpi.nodestore import NodeStore
 
     global _THREADS
     _THREADS = max(int(threads), 1)
+    comm = chan.tasks
     where = (comm.Get_rank(), socket.gethostname())
-    cache = KeyCache(cache_bytes or DEFAULT_CACHE_BYTES)
-    arrays: dict[str, Any] = {}
+    store = NodeStore(chan.data, chan.node)  # maps the node's shared arrays
     done = 0
     while True:
         obj, status = wait_message(comm, 0, MPI.ANY_TAG)
         if status.Get_tag() == STOP:
+            store.close()
+            comm.Free()
             return done
-        tid, refs, new, payload, capacity, path = obj
+        tid, _keys, payload, path = obj
         if path is not None:  # functions pickled by reference import as on rank 0
             sys.path[:0] = [p for p in path if p not in sys.path]
-        cache.capacity = capacity
-        missing, evicted = cache.admit(refs)
-        for key in evicted:
-            arrays.pop(key, None)
-        for key in missing:
-            arr = new[key]
-            arr.flags.writeable = False  # shared by every task of this rank
-            arrays[key] = arr
         try:
-            out = (True, cloudpickle.dumps(loads_task(payload, arrays.__getitem__)()))
+            out = (True, cloudpickle.dumps(loads_task(payload, store.get)()))
         except BaseException as exc:  # noqa: B036 (an interrupt in a task is the task's)
             out = (False, pack_error(exc))
         comm.send((tid, *out, (*where, comm.Get_size())), dest=0, tag=RESULT)
