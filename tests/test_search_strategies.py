@@ -270,3 +270,16 @@ def test_halving_keeps_survivors_by_the_refit_metric_and_runs_under_fit_timeout(
     np.testing.assert_array_equal(cv["iter"], sk.cv_results_["iter"])
     np.testing.assert_allclose(cv["mean_test_roc_auc"], sk.cv_results_["mean_test_score"])
     assert res.best["params"] == sk.best_params_ and "accuracy" in res.best["scores"]
+
+
+def test_halving_a_pipeline_with_shared_prefixes_is_halving_grid_search_cv():
+    from factories import pca_logit
+
+    grid = {"pca__n_components": [2, 4], "clf__C": [0.01, 0.1, 1.0, 10.0]}
+    models = {"pipe": {"estimator": "factories:pca_logit", "grid": grid}}
+    res = run_experiment(spec({"strategy": "halving", "factor": 2, "random_state": 0}, models),
+                         progress=False)
+    sk = HalvingGridSearchCV(pca_logit(), grid, cv=sk_cv(), factor=2,
+                             random_state=0).fit(*xy())
+    same(res.cv_results, sk.cv_results_)
+    assert res.best["index"] == sk.best_index_
