@@ -42,6 +42,11 @@ def collect(out: str | os.PathLike, refit: bool = True) -> dict[str, Any]:
         raise UsageError(f"{out}: no manifest.json, so not an hpcml run folder (or a run that "
                          "never started); give the --out folder of 'hpcml run'")
     spec = parse_spec(manifest["spec"], source=manifest.get("source"))
+    if spec.multi_round:
+        raise UsageError(f"{out}: a search of several rounds (halving) makes its rounds as it "
+                         "runs, so the journal alone cannot be collected; run the same "
+                         "'hpcml run' command again to resume and finish it (a stopped run "
+                         "already wrote its partial cv_results.csv)")
     grid = spec.task_grid(manifest["n_splits"])
     keys = task_keys(grid, manifest["folds"], manifest["data_fingerprint"])
     results = read_journal(out, keys)

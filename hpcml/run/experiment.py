@@ -38,6 +38,7 @@ from hpcml.search.evaluate import evaluate_grid, share_folds
 from hpcml.spec.checks import check_nan_support, check_splits_vs_classes, check_target_classes
 from hpcml.spec.data import Dataset, fingerprint, load_data
 from hpcml.spec.schema import ExperimentSpec, load_spec, parse_spec
+from hpcml.spec.search import unseeded, with_seed
 
 __all__ = ["ExperimentResult", "run_experiment", "finalize"]
 
@@ -101,6 +102,15 @@ class Work:
     keys: list[str]
     resumed: dict[int, FitResult]
     todo: np.ndarray
+    #: Other folds of some candidates (halving on n_samples; see ``FitTasks``).
+    fold_sets: list[Folds] | None = None
+    fold_set: np.ndarray | None = None
+    #: More ``cv_results`` columns (``iter``, ``n_resources``) and the candidates the best is
+    #: taken from (the last rung of a halving), for a search of several rounds.
+    columns: dict[str, Any] | None = None
+    best_among: list[int] | None = None
+    #: Rounds are left to run (a stop between rounds): not complete, whatever the grid holds.
+    unfinished: bool = False
 
 
 def run_experiment(
@@ -168,20 +178,31 @@ def run_experiment(
         spec = world.agree(lambda: _as_spec(spec))
         if out is not None:
             world.agree(lambda: check_out_dir(out, force))
+        if unseeded(spec):  # random_state: null: the root's seed, the journal's on a resume
+            spec = with_seed(spec, world.agree(lambda: _search_seed(spec, out, force),
+                                               on_root=True))
         placed = place_data(world, spec)
         folds = make_folds(world, spec, placed)
-        nested = plan_nested(world, spec, placed, folds, shard)  # None without outer_cv
-        run_folds = folds if nested is None else nested.folds
-        work = plan_work(world, spec, placed, run_folds, out, force, shard, progress,
-                         nested=None if nested is None else nested.layout)
-
-        results, interrupted = fit_tasks(
-            engine, spec, placed, run_folds, work, out, shard, threads, progress, fit_timeout,
-            stop, observers, next_round=None if nested is None else nested.refits(spec, work),
-        )
         extra = None
-        if nested is not None:  # nested_cv.csv; the search's own results for the files
-            work, results, extra = finish_nested(engine, spec, nested, work, results)
+        if spec.multi_round:  # halving: round after round, each a pool of tasks
+            from hpcml.run.rounds import fit_rounds
+
+            work, results, interrupted = fit_rounds(
+                engine, spec, placed, folds, out, force, shard, threads, progress,
+                fit_timeout, stop, observers, stages=sys.modules[__name__])
+        else:
+            nested = plan_nested(world, spec, placed, folds, shard)  # None without outer_cv
+            run_folds = folds if nested is None else nested.folds
+            work = plan_work(world, spec, placed, run_folds, out, force, shard, progress,
+                             nested=None if nested is None else nested.layout)
+
+            results, interrupted = fit_tasks(
+                engine, spec, placed, run_folds, work, out, shard, threads, progress,
+                fit_timeout, stop, observers,
+                next_round=None if nested is None else nested.refits(spec, work),
+            )
+            if nested is not None:  # nested_cv.csv; the search's own results for the files
+                work, results, extra = finish_nested(engine, spec, nested, work, results)
         result = write_outputs(engine, spec, placed, folds, work, results, out, shard,
                                threads, wall0, extra)
         result.interrupted = interrupted
@@ -235,7 +256,7 @@ def plan_work(world: World, spec: ExperimentSpec, placed: Placed, folds: Folds,
     resumed: dict[int, FitResult] = {}
     if out is not None:
         def prepare() -> dict[int, FitResult]:
-            found = _prepare_out(Path(out), manifest, keys, force, shard)
+            found = prepare_out(Path(out), manifest, keys, force, shard)
             if spec.save_oof:
                 _keep_test_folds(Path(out), folds, placed.y, placed.estimators)
             return found
@@ -300,6 +321,7 @@ def fit_tasks(engine: Engine, spec: ExperimentSpec, placed: Placed, folds: Folds
                 should_stop=stop, fit_timeout=fit_timeout or spec.fit_timeout,
                 oof_methods=oof_methods(spec.save_oof, placed.estimators, spec.source),
                 measured=measured, extra_observers=observers,
+                fold_sets=work.fold_sets, fold_set=work.fold_set,
             )
             if results is not None:
                 results.update(found or {})
@@ -335,7 +357,8 @@ def write_outputs(engine: Engine, spec: ExperimentSpec, placed: Placed, folds: F
     def finish() -> tuple:
         nonlocal best_est
         merged = {**work.resumed, **(results or {})}
-        complete = len(merged) == len(grid) and (extra is None or extra.complete)
+        complete = (len(merged) == len(grid) and not work.unfinished
+                    and (extra is None or extra.complete))
         n_failed = sum(r.error is not None for r in merged.values())
         n_tasks, n_resumed = len(grid), len(work.resumed)
         if extra is not None:  # every fit of the run, nested ones too
@@ -351,7 +374,8 @@ def write_outputs(engine: Engine, spec: ExperimentSpec, placed: Placed, folds: F
         target = None if out is None or (shard is not None and not complete) else Path(out)
         cv, best, best_est = finalize(spec, grid, merged, placed.X, placed.y,
                                       placed.estimators, out=target, run=run, refit=complete,
-                                      folds=folds, extra=extra)
+                                      folds=folds, extra=extra, columns=work.columns,
+                                      best_among=work.best_among)
         return cv, best, run, complete, n_resumed, n_failed
 
     cv, best, run, complete, n_resumed, n_failed = world.agree(finish, on_root=True)
@@ -380,8 +404,8 @@ def _manifest(spec: ExperimentSpec, data: Dataset, folds: Folds, grid: TaskGrid,
     return manifest
 
 
-def _prepare_out(out: Path, manifest: Manifest, keys: list[str], force: bool,
-                 shard: tuple[int, int] | None = None):
+def prepare_out(out: Path, manifest: Manifest, keys: list[str], force: bool,
+                shard: tuple[int, int] | None = None):
     """Check ``out`` against this run and read its journal (root only)."""
     hold_lock(out, shard)  # one run (or shard) per folder, until run_experiment ends
     existing = Manifest.read(out)
@@ -409,6 +433,20 @@ def _keep_test_folds(out: Path, folds: Folds, y: Any, estimators: dict[str, Any]
     if not path.exists():
         classes = np.unique(y) if y is not None and is_classifier_spec(estimators) else None
         save_test_folds(path, folds, classes)
+
+
+def _search_seed(spec: ExperimentSpec, out: str | os.PathLike | None, force: bool) -> int:
+    """The seed of the ``random_state: null`` searches: the earlier run's (its manifest, so
+    a resume draws the same candidates), else a fresh one."""
+    old = Manifest.read(out) if out is not None and not force else None
+    first = next(m for m in spec.models if m.search.options.get("random_state", 0) is None)
+    block = (old or {}).get("spec") or {}
+    if first.search.key != "search":
+        block = ((block.get("models") or {}).get(first.name) or {})
+    seed = (block.get("search") or {}).get("random_state")
+    if isinstance(seed, int) and not isinstance(seed, bool):
+        return seed
+    return int(np.random.SeedSequence().entropy % 2**32)
 
 
 def _as_spec(spec: Any) -> ExperimentSpec:

@@ -39,6 +39,8 @@ def finalize(
     folds: Folds | None = None,
     classes: list[str] | None = None,
     extra: Any = None,
+    columns: dict[str, Any] | None = None,
+    best_among: list[int] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any] | None, Any]:
     """From results to ``cv_results``, the best candidate, its refit and the files in ``out``.
 
@@ -48,6 +50,8 @@ def finalize(
     :class:`~hpcml.run.nested.NestedOutputs`): its ``files`` are written before ``run.json``
     and its ``best`` entries go into ``best.json``; until it is ``complete`` the run is not
     finished (no refit, ``best.json`` or ``run.json``).
+    ``columns`` go after ``model`` (a halving's ``iter`` and ``n_resources``); the best is
+    taken among the candidates ``best_among`` (default: all).
     """
     complete = len(results) == len(grid)
     finished = complete and (extra is None or extra.complete)
@@ -55,6 +59,8 @@ def finalize(
         grid.candidates, grid.n_splits, results, spec.metric_names, spec.return_train_score,
         partial=not complete,
     )
+    if columns:
+        cv = {"model": cv.pop("model"), **columns, **cv}
     best, best_est = None, None
     if complete and results and all(r.error is not None for r in results.values()):
         if out is not None:  # the scores and the journal stay; no refit of a failing model
@@ -62,6 +68,9 @@ def finalize(
         raise all_failed_error(results, grid, out, spec.source)
     if finished and spec.refit_metric is not None:
         i = best_index(cv, spec.refit_metric)
+        if best_among:
+            ranks = np.asarray(cv[f"rank_test_{spec.refit_metric}"])[best_among]
+            i = int(best_among[int(ranks.argmin())])
         cand = grid.candidates[i]
         best = {
             "model": cand.model,

@@ -56,6 +56,10 @@ def describe_plan(spec_path: str | os.PathLike, ranks: int, threads: int | None 
     warn = ""
     if len(grid) < ranks:
         warn = f"\nwarning:           {ranks - len(grid)} of {ranks} ranks would have no task"
+    rounds = [f"{m.name} ({m.search.strategy})" for m in spec.models if m.search.multi_round]
+    if rounds:  # their rounds are made as the run goes: not in the grid above
+        warn += (f"\nnot counted:       {', '.join(rounds)}: a search of several rounds, "
+                 "whose fits are decided as the run goes")
     return (
         f"spec:              {spec.source}\n"
         f"data:              {data.n_samples} rows x {data.X.shape[1]} features\n"

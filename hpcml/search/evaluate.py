@@ -61,6 +61,9 @@ class FitTasks:
         candidate fits its whole pipeline). See :mod:`hpcml.core.pipefit`.
     prefixes : sequence of Prefix or None, optional
         The shared prefix of each candidate (default :func:`~hpcml.core.prefixes.grid_prefixes`).
+    fold_sets, fold_set : sequence of Folds and ndarray of int, optional
+        Other folds for some candidates: candidate ``c`` is fitted on
+        ``fold_sets[fold_set[c]]`` (a halving rung on ``n_samples`` subsamples each fold).
     """
 
     def __init__(self, todo: np.ndarray, grid: TaskGrid, folds: Folds,
@@ -69,8 +72,12 @@ class FitTasks:
                  error_score: float | str = np.nan,
                  oof_methods: Mapping[str, str | None] | None = None,
                  prefix_cache: int = 0,
-                 prefixes: Sequence[Prefix | None] | None = None) -> None:
+                 prefixes: Sequence[Prefix | None] | None = None,
+                 fold_sets: Sequence[Folds] | None = None,
+                 fold_set: np.ndarray | None = None) -> None:
         self.todo = np.asarray(todo, dtype=np.int64)
+        self.fold_sets = list(fold_sets) if fold_set is not None else None
+        self.fold_set = None if fold_set is None else np.asarray(fold_set, dtype=np.int64)
         self.candidates, self.n_splits = list(grid.candidates), grid.n_splits
         self.folds = folds
         self.bases = {name: clone(est) for name, est in estimators.items()}
@@ -102,12 +109,14 @@ class FitTasks:
         return self._prefix_cache
 
     def prefix_key(self, t: int) -> tuple | None:
-        """The cache key of grid task ``t``'s shared prefix (model, k, key, fold), or ``None``."""
+        """The cache key of grid task ``t``'s shared prefix (model, k, key, fold set, fold),
+        or ``None``."""
         candidate = self.candidates[t // self.n_splits]
         prefix = self.prefixes[candidate.index]
         if prefix is None:
             return None
-        return (candidate.model, prefix.k, prefix.key, t % self.n_splits)
+        fold_set = 0 if self.fold_set is None else int(self.fold_set[candidate.index])
+        return (candidate.model, prefix.k, prefix.key, fold_set, t % self.n_splits)
 
     def _used(self, key: tuple) -> None:
         """One task of ``key`` ran here; the last of them drops its entry from the cache
@@ -141,7 +150,9 @@ class FitTasks:
         """Fit and score item ``i`` on ``X, y`` (in the caller's thread budget)."""
         t = int(self.todo[i])
         candidate = self.candidates[t // self.n_splits]
-        train, test = self.folds[t % self.n_splits]
+        folds = self.folds if self.fold_set is None else (
+            self.fold_sets[self.fold_set[t // self.n_splits]])  # type: ignore[index]
+        train, test = folds[t % self.n_splits]
         model = candidate.model
         proto, pairwise = self.prototype(candidate)
         prefix = self.prefixes[candidate.index]
@@ -214,6 +225,8 @@ def evaluate_grid(
     measured: Mapping[int, float] | None = None,
     extra_observers: Sequence[Any] = (),
     prefix_cache: int | str | None = None,
+    fold_sets: Sequence[Folds] | None = None,
+    fold_set: np.ndarray | None = None,
 ) -> dict[int, FitResult] | None:
     """Fit and score every task of ``grid`` on ``engine``; results on the root.
 
@@ -252,6 +265,8 @@ def evaluate_grid(
         in memory; default ``$HPCML_PREFIX_CACHE``, else 1 GiB; 0 turns prefix sharing off.
         Candidates of a ``Pipeline`` that set their first steps alike fit those steps once
         per fold, and the tasks sharing them run on one rank (:mod:`hpcml.core.prefixes`).
+    fold_sets, fold_set : optional
+        Other folds for some candidates (see :class:`FitTasks`).
     """
     if fit_timeout is not None and not engine.supports_timeout:
         raise UsageError(
@@ -272,7 +287,8 @@ def evaluate_grid(
     cache_bytes = engine.world.agree(lambda: prefix_cache_bytes(prefix_cache), on_root=True)
     runner = FitTasks(todo, grid, folds, estimators, scorers, threads=threads,
                       return_train_score=return_train_score, error_score=error_score,
-                      oof_methods=oof_methods, prefix_cache=cache_bytes)
+                      oof_methods=oof_methods, prefix_cache=cache_bytes,
+                      fold_sets=fold_sets, fold_set=fold_set)
     # Tasks that share a fitted pipeline prefix (model, prefix params, fold) form one unit,
     # which one worker runs; a unit of more than a worker's share is cut.
     units = task_units(grid, runner.prefixes, todo, costs, engine.workers)

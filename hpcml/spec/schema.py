@@ -21,6 +21,14 @@ from hpcml.spec.limits import check_size
 from hpcml.spec.outer import check_outer_cv
 from hpcml.spec.params import check_model_params
 from hpcml.spec.resolve import resolve, splitter_class
+from hpcml.spec.search import (
+    Distribution,
+    SearchSpec,
+    check_flow_split,
+    grid_value,
+    model_search,
+    parse_search,
+)
 
 if TYPE_CHECKING:
     from hpcml.core.tasks import TaskGrid
@@ -29,9 +37,9 @@ __all__ = ["CVSpec", "DataSpec", "ExperimentSpec", "ModelSpec", "load_spec", "pa
            "precheck_spec"]
 
 TOP_LEVEL_KEYS = ("data", "cv", "scoring", "refit", "models", "return_train_score",
-                  "error_score", "fit_timeout", "save_oof", "outer_cv")
+                  "error_score", "fit_timeout", "save_oof", "outer_cv", "search")
 DATA_KEYS = ("generator", "params", "path", "target", "groups")
-MODEL_KEYS = ("estimator", "params", "grid")
+MODEL_KEYS = ("estimator", "params", "grid", "search")
 DATA_SUFFIXES = (".csv", ".npz", ".npy", ".parquet")
 
 
@@ -74,12 +82,14 @@ class CVSpec:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One model: its estimator factory, fixed params and a grid (list of dicts)."""
+    """One model: its estimator factory, fixed params, a grid (list of dicts of lists or
+    :class:`~hpcml.spec.search.Distribution`) and its search (``search:``)."""
 
     name: str
     estimator: str
     params: Mapping[str, Any]
-    grid: tuple[Mapping[str, list], ...]
+    grid: tuple[Mapping[str, list | Distribution], ...]
+    search: SearchSpec = field(default_factory=SearchSpec)
 
     def make(self) -> Any:
         """A fresh, unfitted estimator with the fixed params set."""
@@ -116,14 +126,21 @@ class ExperimentSpec:
         return self.refit if isinstance(self.refit, str) else self.metric_names[0]
 
     def task_grid(self, n_splits: int) -> TaskGrid:
-        """Every fit task of the spec: the candidates its models' search strategies propose
-        (the grid: all of them, in ``ParameterGrid`` order), times ``n_splits`` folds."""
+        """Every fit task of the spec's one-round searches: the candidates their strategies
+        propose (grid: ``ParameterGrid`` order; random: ``ParameterSampler``'s draws), times
+        ``n_splits`` folds. Models of several rounds (halving) are not in it."""
         from hpcml.core.tasks import TaskGrid
         from hpcml.search.strategy import first_round, make_strategy
 
-        strategies = {m.name: make_strategy("grid", list(m.grid)) for m in self.models}
+        strategies = {m.name: make_strategy(m.search.strategy, list(m.grid), **m.search.options)
+                      for m in self.models if not m.search.multi_round}
         return TaskGrid.from_candidates(
             [(name, p.params) for name, p in first_round(strategies)], n_splits)
+
+    @property
+    def multi_round(self) -> bool:
+        """Whether a model's search takes several rounds of fits (halving, asha)."""
+        return any(m.search.multi_round for m in self.models)
 
     def spec_hash(self) -> str:
         """Hash of the spec's content (not of its file name or formatting)."""
@@ -236,7 +253,7 @@ def parse_spec(
     _check_structure(raw, source)
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     data = _parse_data(raw["data"], base, source)
-    models = _parse_models(raw["models"], source)
+    models = _parse_models(raw["models"], source, parse_search(raw.get("search"), "search", source))
     scoring = _parse_scoring(raw.get("scoring"), source)
     refit = _parse_refit(raw.get("refit", True), scoring, source)
     cv = _parse_cv(raw.get("cv"), source)
@@ -347,7 +364,7 @@ def _data_path(raw: Mapping, base: Path, source: str | None) -> Path | None:
     return path
 
 
-def _parse_models(raw: Any, source: str | None) -> tuple[ModelSpec, ...]:
+def _parse_models(raw: Any, source: str | None, top: dict | None) -> tuple[ModelSpec, ...]:
     _check_models_structure(raw, source)
     models = []
     for name, body in raw.items():
@@ -379,7 +396,8 @@ def _parse_models(raw: Any, source: str | None) -> tuple[ModelSpec, ...]:
             )
         grid = _parse_grid(body.get("grid"), estimator, f"{key}.grid", source)
         check_model_params(estimator, params, grid, key, source)
-        models.append(ModelSpec(str(name), body["estimator"], dict(params), grid))
+        search = model_search(body.get("search"), top, grid, estimator, key, source)
+        models.append(ModelSpec(str(name), body["estimator"], dict(params), grid, search))
     return tuple(models)
 
 
@@ -397,7 +415,8 @@ def _parse_grid(raw: Any, estimator: Any, key: str, source: str | None) -> tuple
         gkey = key if isinstance(raw, Mapping) else f"{key}[{i}]"
         if not isinstance(grid, Mapping):
             raise SpecError(gkey, "must be a mapping of parameter names to lists", source)
-        for pname, values in grid.items():
+        check_flow_split(grid, gkey, source)
+        for pname in grid:
             if pname not in valid:
                 close = difflib.get_close_matches(str(pname), valid, n=1)
                 hint = f" Did you mean {close[0]!r}?" if close else ""
@@ -407,13 +426,7 @@ def _parse_grid(raw: Any, estimator: Any, key: str, source: str | None) -> tuple
                     f"Valid parameters: {', '.join(valid)}",
                     source,
                 )
-            if not isinstance(values, list):
-                raise SpecError(
-                    f"{gkey}.{pname}", f"must be a list of values, e.g. [{values!r}]", source
-                )
-            if not values:
-                raise SpecError(f"{gkey}.{pname}", "is an empty list; give at least one value", source)
-        out.append({str(k): list(v) for k, v in grid.items()})
+        out.append({str(k): grid_value(v, f"{gkey}.{k}", source) for k, v in grid.items()})
     return tuple(out)
 
 
