@@ -1,0 +1,203 @@
+"""ASHA as fit tasks: each (candidate, rung, fold) is one task of a fixed task grid.
+
+Every model's :class:`~hpcml.search.asha.ASHA` has ``n`` sampled candidates and ``R`` rungs,
+so the tasks it may ever ask for are known before the run: ``n * R`` grid candidates (the
+candidate's params with the rung's resource set, e.g. ``n_estimators=90``), times the folds.
+The grid is the same on every rank and every run, so each task has its journal key like any
+grid task, and resume, the journal and the per-fit timeout work unchanged. Which of those
+tasks run is decided as the run goes, by :class:`AshaSource` on the root (a
+:class:`~hpcml.engines.base.TaskSource`): a job's folds are handed out one task at a time,
+and the job's score (the mean test score of its folds) goes to its ASHA when its last fold
+is in.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from hpcml.core.fitting import FitResult
+from hpcml.core.tasks import TaskGrid
+from hpcml.search.asha import ASHA, Job
+
+__all__ = ["AshaModel", "asha_grid", "AshaSource"]
+
+
+@dataclass(frozen=True)
+class AshaModel:
+    """One model's ASHA and where its candidates sit in the task grid.
+
+    Grid candidate ``offset + rung * n + candidate`` is ``candidate`` at ``rung``, with
+    ``params[resource]`` set to the rung's resource.
+    """
+
+    name: str
+    asha: ASHA
+    resource: str
+    offset: int
+
+    @property
+    def n(self) -> int:
+        return len(self.asha.candidates)
+
+    def slot(self, candidate: int, rung: int) -> int:
+        """The grid candidate of ``candidate`` at ``rung``."""
+        return self.offset + rung * self.n + candidate
+
+    def job_of(self, slot: int) -> tuple[int, int]:
+        """``(candidate, rung)`` of a grid candidate of this model."""
+        rung, candidate = divmod(slot - self.offset, self.n)
+        return candidate, rung
+
+
+def asha_grid(models: Sequence[tuple[str, ASHA, str]], n_splits: int,
+              ) -> tuple[TaskGrid, list[AshaModel]]:
+    """The task grid of every model's ASHA: models in order, then rungs, then candidates.
+
+    Parameters
+    ----------
+    models : sequence of (name, ASHA, resource)
+        ``resource`` is the estimator parameter each rung sets (``n_estimators``).
+    n_splits : int
+        The folds.
+
+    Examples
+    --------
+    >>> a = ASHA([{"C": 1}, {"C": 2}], factor=2, min_resources=10, max_resources=20)
+    >>> grid, (m,) = asha_grid([("lr", a, "max_iter")], 3)
+    >>> len(grid), [dict(c.params) for c in grid.candidates][1:3]
+    (12, [{'C': 2, 'max_iter': 10}, {'C': 1, 'max_iter': 20}])
+    >>> m.slot(1, 1), m.job_of(3)
+    (3, (1, 1))
+    """
+    out: list[AshaModel] = []
+    cands: list[tuple[str, dict[str, Any]]] = []
+    for name, asha, resource in models:
+        clash = [c for c in asha.candidates if resource in c]
+        if clash:
+            raise ValueError(f"models.{name}: the resource {resource!r} is also a searched "
+                             "parameter; take it out of the grid (each rung sets it)")
+        out.append(AshaModel(name, asha, resource, len(cands)))
+        for r in asha.resources:
+            cands += [(name, {**c, resource: r}) for c in asha.candidates]
+    return TaskGrid.from_candidates(cands, n_splits), out
+
+
+class AshaSource:
+    """The root's :class:`~hpcml.engines.base.TaskSource` of one ASHA run over all models.
+
+    Parameters
+    ----------
+    models : list of AshaModel
+        From :func:`asha_grid`.
+    n_splits : int
+        Folds per job.
+    metric : str
+        The test score a job is ranked by (the spec's ``refit`` metric).
+    resumed : mapping, optional
+        Task -> result of an earlier run (the journal): replayed to the rules first, in the
+        given order (finished jobs as reported, unfinished ones to be handed out again; their
+        journaled folds are not fitted again).
+
+    Attributes
+    ----------
+    results : dict
+        Task -> result, every one known (the journal's and this run's).
+    """
+
+    def __init__(self, models: Sequence[AshaModel], n_splits: int, metric: str,
+                 resumed: Mapping[int, FitResult] | None = None) -> None:
+        self.models = list(models)
+        self.n_splits = int(n_splits)
+        self.metric = metric
+        self.results: dict[int, FitResult] = dict(resumed or {})
+        self.queue: deque[int] = deque()
+        self.out: set[int] = set()
+        self.jobs: dict[int, tuple[AshaModel, Job]] = {}  # grid candidate -> its job
+        self._turn = 0
+        self._replay()
+
+    def model_of(self, slot: int) -> AshaModel:
+        """The model a grid candidate belongs to."""
+        for m in reversed(self.models):
+            if slot >= m.offset:
+                return m
+        raise IndexError(slot)
+
+    def _folds_in(self, slot: int) -> list[FitResult]:
+        base = slot * self.n_splits
+        return [self.results[t] for t in range(base, base + self.n_splits) if t in self.results]
+
+    def score(self, slot: int) -> float:
+        """The mean test score of a grid candidate's folds (NaN when any fold failed)."""
+        values = [r.test_scores.get(self.metric, math.nan) for r in self._folds_in(slot)]
+        return math.fsum(values) / len(values) if values else math.nan
+
+    def _replay(self) -> None:
+        seen: dict[int, None] = {}
+        for t in self.results:
+            seen.setdefault(t // self.n_splits)
+        for slot in seen:
+            m = self.model_of(slot)
+            candidate, rung = m.job_of(slot)
+            finished = len(self._folds_in(slot)) == self.n_splits
+            m.asha.restore(candidate, rung, self.score(slot) if finished else None)
+
+    def next_task(self) -> int | None:  # noqa: D102 - see TaskSource
+        while not self.queue:
+            if not self._start_job():
+                return None
+        t = self.queue.popleft()
+        self.out.add(t)
+        return t
+
+    def _start_job(self) -> bool:
+        """Ask the models' rules, in turn, for a job; queue its folds not yet known."""
+        n = len(self.models)
+        for i in range(n):
+            m = self.models[(self._turn + i) % n]
+            job = m.asha.next_job()
+            if job is None:
+                continue
+            self._turn = (self._turn + i + 1) % n
+            slot = m.slot(job.candidate, job.rung)
+            self.jobs[slot] = (m, job)
+            base = slot * self.n_splits
+            todo = [t for t in range(base, base + self.n_splits) if t not in self.results]
+            if todo:
+                self.queue.extend(todo)
+            else:  # every fold is in the journal already
+                self._finish(slot)
+            return True
+        return False
+
+    def report(self, result: FitResult) -> None:  # noqa: D102 - see TaskSource
+        self.out.discard(result.task)
+        self.results[result.task] = result
+        slot = result.task // self.n_splits
+        if slot in self.jobs and len(self._folds_in(slot)) == self.n_splits:
+            self._finish(slot)
+
+    def _finish(self, slot: int) -> None:
+        m, job = self.jobs.pop(slot)
+        m.asha.report(job, self.score(slot))
+
+    @property
+    def done(self) -> bool:  # noqa: D102 - see TaskSource
+        return not self.queue and not self.out and all(m.asha.done for m in self.models)
+
+    def finished_slots(self) -> list[int]:
+        """Grid candidates with every fold in, in grid order (model, rung, candidate)."""
+        return sorted({t // self.n_splits for t in self.results
+                       if len(self._folds_in(t // self.n_splits)) == self.n_splits})
+
+    def expected_tasks(self) -> int:
+        """At most how many tasks the run makes: ``n // factor**k`` jobs at rung ``k`` (a
+        rung promotes at most ``1/factor`` of its candidates)."""
+        total = 0
+        for m in self.models:
+            total += sum(int(m.n // m.asha.factor ** k) for k in range(len(m.asha.resources)))
+        return max(total * self.n_splits, 1)
