@@ -62,6 +62,8 @@ LogisticRegression must be an int in the range [0, inf). Got 'lots' instead.
     for i, grid in enumerate(grids):
         where = f"{key}.grid" if len(grids) == 1 else f"{key}.grid[{i}]"
         for pname, values in grid.items():
+            if not isinstance(values, list):  # a distribution: its draws are left to the fit
+                continue
             for value in values:
                 try:
                     trial = clone(estimator)

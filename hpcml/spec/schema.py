@@ -20,6 +20,14 @@ from hpcml.errors import SpecError
 from hpcml.spec.limits import check_size
 from hpcml.spec.params import check_model_params
 from hpcml.spec.resolve import resolve, splitter_class
+from hpcml.spec.search import (
+    Distribution,
+    SearchSpec,
+    check_flow_split,
+    grid_value,
+    model_search,
+    parse_search,
+)
 
 if TYPE_CHECKING:
     from hpcml.core.tasks import TaskGrid
@@ -28,9 +36,9 @@ __all__ = ["CVSpec", "DataSpec", "ExperimentSpec", "ModelSpec", "load_spec", "pa
            "precheck_spec"]
 
 TOP_LEVEL_KEYS = ("data", "cv", "scoring", "refit", "models", "return_train_score",
-                  "error_score", "fit_timeout", "save_oof")
+                  "error_score", "fit_timeout", "save_oof", "search")
 DATA_KEYS = ("generator", "params", "path", "target", "groups")
-MODEL_KEYS = ("estimator", "params", "grid")
+MODEL_KEYS = ("estimator", "params", "grid", "search")
 DATA_SUFFIXES = (".csv", ".npz", ".npy", ".parquet")
 
 
@@ -73,12 +81,14 @@ class CVSpec:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One model: its estimator factory, fixed params and a grid (list of dicts)."""
+    """One model: its estimator factory, fixed params, a grid (list of dicts of lists or
+    :class:`~hpcml.spec.search.Distribution`) and its search (``search:``)."""
 
     name: str
     estimator: str
     params: Mapping[str, Any]
-    grid: tuple[Mapping[str, list], ...]
+    grid: tuple[Mapping[str, list | Distribution], ...]
+    search: SearchSpec = field(default_factory=SearchSpec)
 
     def make(self) -> Any:
         """A fresh, unfitted estimator with the fixed params set."""
@@ -234,7 +244,7 @@ def parse_spec(
     _check_structure(raw, source)
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     data = _parse_data(raw["data"], base, source)
-    models = _parse_models(raw["models"], source)
+    models = _parse_models(raw["models"], source, parse_search(raw.get("search"), "search", source))
     scoring = _parse_scoring(raw.get("scoring"), source)
     refit = _parse_refit(raw.get("refit", True), scoring, source)
     cv = _parse_cv(raw.get("cv"), source)
@@ -340,7 +350,7 @@ def _data_path(raw: Mapping, base: Path, source: str | None) -> Path | None:
     return path
 
 
-def _parse_models(raw: Any, source: str | None) -> tuple[ModelSpec, ...]:
+def _parse_models(raw: Any, source: str | None, top: dict | None) -> tuple[ModelSpec, ...]:
     _check_models_structure(raw, source)
     models = []
     for name, body in raw.items():
@@ -372,7 +382,8 @@ def _parse_models(raw: Any, source: str | None) -> tuple[ModelSpec, ...]:
             )
         grid = _parse_grid(body.get("grid"), estimator, f"{key}.grid", source)
         check_model_params(estimator, params, grid, key, source)
-        models.append(ModelSpec(str(name), body["estimator"], dict(params), grid))
+        search = model_search(body.get("search"), top, grid, estimator, key, source)
+        models.append(ModelSpec(str(name), body["estimator"], dict(params), grid, search))
     return tuple(models)
 
 
@@ -390,7 +401,8 @@ def _parse_grid(raw: Any, estimator: Any, key: str, source: str | None) -> tuple
         gkey = key if isinstance(raw, Mapping) else f"{key}[{i}]"
         if not isinstance(grid, Mapping):
             raise SpecError(gkey, "must be a mapping of parameter names to lists", source)
-        for pname, values in grid.items():
+        check_flow_split(grid, gkey, source)
+        for pname in grid:
             if pname not in valid:
                 close = difflib.get_close_matches(str(pname), valid, n=1)
                 hint = f" Did you mean {close[0]!r}?" if close else ""
@@ -400,13 +412,7 @@ def _parse_grid(raw: Any, estimator: Any, key: str, source: str | None) -> tuple
                     f"Valid parameters: {', '.join(valid)}",
                     source,
                 )
-            if not isinstance(values, list):
-                raise SpecError(
-                    f"{gkey}.{pname}", f"must be a list of values, e.g. [{values!r}]", source
-                )
-            if not values:
-                raise SpecError(f"{gkey}.{pname}", "is an empty list; give at least one value", source)
-        out.append({str(k): list(v) for k, v in grid.items()})
+        out.append({str(k): grid_value(v, f"{gkey}.{k}", source) for k, v in grid.items()})
     return tuple(out)
 
 
