@@ -32,7 +32,7 @@ from hpcml.run.finalize import finalize, is_classifier_spec, run_info
 from hpcml.run.journal import JOURNAL_DIR, Journal, Manifest, array_id, read_journal, task_keys
 from hpcml.run.lock import hold_lock, release_lock
 from hpcml.run.outputs import RESULT_FILES, check_out_dir
-from hpcml.search.evaluate import evaluate_grid, share_folds
+from hpcml.search.evaluate import evaluate_grid, evaluate_source, share_folds
 from hpcml.spec.checks import check_nan_support, check_splits_vs_classes, check_target_classes
 from hpcml.spec.data import Dataset, fingerprint, load_data
 from hpcml.spec.schema import ExperimentSpec, load_spec, parse_spec
@@ -167,6 +167,10 @@ def run_experiment(
             world.agree(lambda: check_out_dir(out, force))
         placed = place_data(world, spec)
         folds = make_folds(world, spec, placed)
+        runner = _async_runner(spec)
+        if runner is not None:  # tasks made as the run goes (asha): stages 3-5 of its own
+            return runner(engine, spec, placed, folds, out, force, shard, threads, progress,
+                          fit_timeout, stop, observers, wall0)
         work = plan_work(world, spec, placed, folds, out, force, shard, progress)
         results, interrupted = fit_tasks(
             engine, spec, placed, folds, work, out, shard, threads, progress, fit_timeout,
@@ -182,6 +186,22 @@ def run_experiment(
         if own_engine:
             engine.close()
             world.close()
+
+
+#: Strategies whose tasks are made as the run goes -> "module:function" that runs stages 3
+#: to 5 (by name, like the engines: the module builds on this one).
+ASYNC_RUNNERS: dict[str, str] = {"asha": "hpcml.run.asha_run:run_asha"}
+
+
+def _async_runner(spec: ExperimentSpec) -> Callable[..., ExperimentResult] | None:
+    import importlib
+
+    for m in spec.models:
+        target = ASYNC_RUNNERS.get(m.search.strategy)
+        if target is not None:
+            module, _, name = target.partition(":")
+            return getattr(importlib.import_module(module), name)
+    return None
 
 
 def place_data(world: World, spec: ExperimentSpec) -> Placed:
@@ -212,9 +232,11 @@ def make_folds(world: World, spec: ExperimentSpec, placed: Placed) -> Folds:
 
 def plan_work(world: World, spec: ExperimentSpec, placed: Placed, folds: Folds,
               out: str | os.PathLike | None, force: bool, shard: tuple[int, int] | None,
-              progress: bool) -> Work:
-    """Stage 3: the task grid, the journal of an earlier run, and what is left to fit."""
-    grid = spec.task_grid(len(folds))
+              progress: bool, grid: TaskGrid | None = None) -> Work:
+    """Stage 3: the task grid, the journal of an earlier run, and what is left to fit.
+
+    ``grid`` is the task grid when the spec's own is not (an asynchronous search's)."""
+    grid = grid if grid is not None else spec.task_grid(len(folds))
     manifest = world.agree(lambda: _manifest(spec, placed.data, folds, grid), on_root=True)
     keys = task_keys(grid, manifest["folds"], manifest["data_fingerprint"])
     resumed: dict[int, FitResult] = {}
@@ -245,8 +267,14 @@ def fit_tasks(engine: Engine, spec: ExperimentSpec, placed: Placed, folds: Folds
               out: str | os.PathLike | None, shard: tuple[int, int] | None,
               threads: int | None, progress: bool, fit_timeout: float | None,
               stop: Callable[[], bool] | None, observers: tuple[Any, ...],
+              dynamic: bool = False, source: Any = None, expected: int | None = None,
               ) -> tuple[dict[int, FitResult] | None, bool]:
-    """Stage 4: fit the tasks left on the engine; every result goes to the journal at once."""
+    """Stage 4: fit the tasks left on the engine; every result goes to the journal at once.
+
+    ``dynamic`` (on every rank): the tasks are those ``source`` hands out as the run goes
+    (a :class:`~hpcml.engines.base.TaskSource` on the root, ``None`` elsewhere: an
+    asynchronous search), at most ``expected`` of them.
+    """
     world = engine.world
     threads, _ = threads_per_rank(world.layout()["ranks_on_node"], cli=threads)
     metric_arg = list(spec.metric_names) if spec.scoring else None
@@ -258,14 +286,22 @@ def fit_tasks(engine: Engine, spec: ExperimentSpec, placed: Placed, folds: Folds
         journal = world.agree(lambda: Journal(out, world.rank, shard=label))
     measured = world.bcast({t: r.fit_time + r.score_time for t, r in work.resumed.items()}
                            if world.is_root else None)
+    on_result = None if journal is None else (lambda r: journal.append(work.keys[r.task], r))
     try:
+        if dynamic:
+            results = evaluate_source(
+                engine, work.grid, folds, placed.X, placed.y, placed.estimators, scorers,
+                source, threads=threads, return_train_score=spec.return_train_score,
+                error_score=spec.error_score, progress=progress, expected=expected,
+                on_result=on_result, should_stop=stop,
+                fit_timeout=fit_timeout or spec.fit_timeout, extra_observers=observers,
+            )
+            return results, engine.interrupted
         results = evaluate_grid(
             engine, work.grid, folds, placed.X, placed.y, placed.estimators, scorers,
             threads=threads, return_train_score=spec.return_train_score,
             error_score=spec.error_score, progress=progress, tasks=work.todo,
-            on_result=None if journal is None else (
-                lambda r: journal.append(work.keys[r.task], r)),
-            should_stop=stop, fit_timeout=fit_timeout or spec.fit_timeout,
+            on_result=on_result, should_stop=stop, fit_timeout=fit_timeout or spec.fit_timeout,
             oof_methods=oof_methods(spec.save_oof, placed.estimators, spec.source),
             measured=measured, extra_observers=observers,
         )

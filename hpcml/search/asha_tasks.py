@@ -19,11 +19,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from hpcml.core.fitting import FitResult
 from hpcml.core.tasks import TaskGrid
+from hpcml.errors import SpecError
 from hpcml.search.asha import ASHA, Job
 
-__all__ = ["AshaModel", "asha_grid", "AshaSource"]
+__all__ = ["AshaModel", "asha_grid", "AshaSource", "sample_candidates", "make_rules",
+           "spec_grid"]
 
 
 @dataclass(frozen=True)
@@ -195,9 +199,50 @@ class AshaSource:
                        if len(self._folds_in(t // self.n_splits)) == self.n_splits})
 
     def expected_tasks(self) -> int:
-        """At most how many tasks the run makes: ``n // factor**k`` jobs at rung ``k`` (a
-        rung promotes at most ``1/factor`` of its candidates)."""
-        total = 0
+        """About how many tasks the run makes: ``n / factor**k`` jobs at rung ``k``, as
+        synchronous halving would (asynchronous promotion makes a few more)."""
+        total = 0.0
         for m in self.models:
-            total += sum(int(m.n // m.asha.factor ** k) for k in range(len(m.asha.resources)))
-        return max(total * self.n_splits, 1)
+            total += sum(m.n / m.asha.factor ** k for k in range(len(m.asha.resources)))
+        return max(int(round(total)) * self.n_splits, 1)
+
+
+def _python(value: Any) -> Any:
+    """A numpy scalar as the Python number it holds (params go to JSON files)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def sample_candidates(spec: Any) -> dict[str, list[dict[str, Any]]]:
+    """Each model's ``n_iter`` candidates, as ``ParameterSampler`` draws them (root only:
+    with ``random_state: null`` every rank would draw others)."""
+    from sklearn.model_selection import ParameterSampler
+
+    out = {}
+    for m in spec.models:
+        opts = m.search.options
+        sampler = ParameterSampler(list(m.grid), opts["n_iter"],
+                                   random_state=opts["random_state"])
+        out[m.name] = [{k: _python(v) for k, v in p.items()} for p in sampler]
+    return out
+
+
+def make_rules(spec: Any, candidates: Mapping[str, list[dict[str, Any]]]
+               ) -> list[tuple[str, ASHA, str]]:
+    """Each model's ASHA rule over its candidates."""
+    rules = []
+    for m in spec.models:
+        opts = m.search.options
+        lo = 1 if opts["min_resources"] == "smallest" else int(opts["min_resources"])
+        hi = int(opts["max_resources"])
+        if hi < lo:
+            raise SpecError(f"{m.search.key}.max_resources",
+                            f"{hi} is smaller than min_resources ({lo})", spec.source)
+        rules.append((m.name, ASHA(candidates[m.name], factor=opts["factor"], min_resources=lo,
+                                   max_resources=hi), opts["resource"]))
+    return rules
+
+
+def spec_grid(spec: Any, n_splits: int) -> TaskGrid:
+    """The task grid of an asha spec (the same on every call when each model's search has
+    a ``random_state``: what ``hpcml status``, ``collect`` and a resume need)."""
+    return asha_grid(make_rules(spec, sample_candidates(spec)), n_splits)[0]

@@ -262,7 +262,8 @@ def evaluate_source(
     runner = FitTasks(todo, grid, folds, estimators, scorers, threads=threads,
                       return_train_score=return_train_score, error_score=error_score)
     run_task = BoundTasks(runner, engine.share(X=X, y=y))
-    bar = Progress(expected or len(grid), enabled=progress and engine.world.is_root)
+    bar = _OpenProgress(expected or len(grid), enabled=progress and engine.world.is_root,
+                        label="fits (of about)")
     observers = Observers([bar if bar.enabled else None,
                            Observers.on_result(on_result) if on_result else None,
                            *(extra_observers or ())])
@@ -275,6 +276,14 @@ def evaluate_source(
                            task_of=lambda i: int(todo[i])) as tr:
             return engine.run_source(source, _announced(tr, todo, observers), observers,
                                      should_stop)
+
+
+class _OpenProgress(Progress):
+    """Progress towards an estimated total, raised when the run makes more tasks."""
+
+    def update(self, done: int, force: bool = False, work: float | None = None) -> None:
+        self.total = max(self.total, done)
+        super().update(done, force=force, work=work)
 
 
 def _announced(run_task: Any, todo: np.ndarray, observers: Observers) -> Any:

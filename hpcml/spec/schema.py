@@ -129,6 +129,11 @@ class ExperimentSpec:
         from hpcml.core.tasks import TaskGrid
         from hpcml.search.strategy import first_round, make_strategy
 
+        if any(m.search.strategy == "asha" for m in self.models):
+            from hpcml.search.asha_tasks import spec_grid
+
+            return spec_grid(self, n_splits)  # every (candidate, rung) ASHA may ask for
+
         strategies = {m.name: make_strategy("grid", list(m.grid)) for m in self.models}
         return TaskGrid.from_candidates(
             [(name, p.params) for name, p in first_round(strategies)], n_splits)
