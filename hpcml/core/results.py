@@ -106,19 +106,9 @@ def format_cv_results(
     return out
 
 
-def best_index(cv_results: Mapping[str, Any], refit_metric: str,
-               among: Sequence[int] | None = None) -> int:
-    """Row of the best candidate: lowest ``rank_test_<metric>``, first among ties (as sklearn);
-    only rows ``among`` when given (e.g. the last rung of a halving search).
-
-    >>> best_index({"rank_test_s": [2, 1, 3]}, "s"), best_index({"rank_test_s": [2, 1, 3]}, "s", [0, 2])
-    (1, 0)
-    """
-    ranks = np.asarray(cv_results[f"rank_test_{refit_metric}"])
-    if among is None:
-        return int(ranks.argmin())
-    rows = np.asarray(among, dtype=np.int64)
-    return int(rows[ranks[rows].argmin()])
+def best_index(cv_results: Mapping[str, Any], refit_metric: str) -> int:
+    """Row of the best candidate: lowest ``rank_test_<metric>``, first among ties (as sklearn)."""
+    return int(np.asarray(cv_results[f"rank_test_{refit_metric}"]).argmin())
 
 
 def cv_results_to_csv(cv_results: Mapping[str, Any], partial: bool = False) -> str:

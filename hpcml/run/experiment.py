@@ -98,6 +98,13 @@ class Work:
     keys: list[str]
     resumed: dict[int, FitResult]
     todo: np.ndarray
+    #: Other folds of some candidates (halving on n_samples; see ``FitTasks``).
+    fold_sets: list[Folds] | None = None
+    fold_set: np.ndarray | None = None
+    #: More ``cv_results`` columns (``iter``, ``n_resources``) and the candidates the best is
+    #: taken from (the last rung of a halving), for a search of several rounds.
+    columns: dict[str, Any] | None = None
+    best_among: list[int] | None = None
 
 
 def run_experiment(
@@ -171,11 +178,18 @@ def run_experiment(
         if runner is not None:  # tasks made as the run goes (asha): stages 3-5 of its own
             return runner(engine, spec, placed, folds, out, force, shard, threads, progress,
                           fit_timeout, stop, observers, wall0)
-        work = plan_work(world, spec, placed, folds, out, force, shard, progress)
-        results, interrupted = fit_tasks(
-            engine, spec, placed, folds, work, out, shard, threads, progress, fit_timeout,
-            stop, observers,
-        )
+        if spec.multi_round:
+            from hpcml.run.rounds import fit_rounds
+
+            work, results, interrupted = fit_rounds(
+                engine, spec, placed, folds, out, force, shard, threads, progress,
+                fit_timeout, stop, observers, stages=sys.modules[__name__])
+        else:
+            work = plan_work(world, spec, placed, folds, out, force, shard, progress)
+            results, interrupted = fit_tasks(
+                engine, spec, placed, folds, work, out, shard, threads, progress, fit_timeout,
+                stop, observers,
+            )
         result = write_outputs(engine, spec, placed, folds, work, results, out, shard,
                                threads, wall0)
         result.interrupted = interrupted
@@ -242,7 +256,7 @@ def plan_work(world: World, spec: ExperimentSpec, placed: Placed, folds: Folds,
     resumed: dict[int, FitResult] = {}
     if out is not None:
         def prepare() -> dict[int, FitResult]:
-            found = _prepare_out(Path(out), manifest, keys, force, shard)
+            found = prepare_out(Path(out), manifest, keys, force, shard)
             if spec.save_oof:
                 _keep_test_folds(Path(out), folds, placed.y, placed.estimators)
             return found
@@ -303,7 +317,8 @@ def fit_tasks(engine: Engine, spec: ExperimentSpec, placed: Placed, folds: Folds
             error_score=spec.error_score, progress=progress, tasks=work.todo,
             on_result=on_result, should_stop=stop, fit_timeout=fit_timeout or spec.fit_timeout,
             oof_methods=oof_methods(spec.save_oof, placed.estimators, spec.source),
-            measured=measured, extra_observers=observers,
+            measured=measured, extra_observers=observers, fold_sets=work.fold_sets,
+            fold_set=work.fold_set,
         )
     finally:
         if journal is not None:
@@ -339,7 +354,8 @@ def write_outputs(engine: Engine, spec: ExperimentSpec, placed: Placed, folds: F
         target = None if out is None or (shard is not None and not complete) else Path(out)
         cv, best, best_est = finalize(spec, grid, merged, placed.X, placed.y,
                                       placed.estimators, out=target, run=run, refit=complete,
-                                      folds=folds)
+                                      folds=folds, columns=work.columns,
+                                      best_among=work.best_among)
         return cv, best, run, complete, len(work.resumed), n_failed
 
     cv, best, run, complete, n_resumed, n_failed = world.agree(finish, on_root=True)
@@ -364,8 +380,8 @@ def _manifest(spec: ExperimentSpec, data: Dataset, folds: Folds, grid: TaskGrid)
     )
 
 
-def _prepare_out(out: Path, manifest: Manifest, keys: list[str], force: bool,
-                 shard: tuple[int, int] | None = None):
+def prepare_out(out: Path, manifest: Manifest, keys: list[str], force: bool,
+                shard: tuple[int, int] | None = None):
     """Check ``out`` against this run and read its journal (root only)."""
     hold_lock(out, shard)  # one run (or shard) per folder, until run_experiment ends
     existing = Manifest.read(out)

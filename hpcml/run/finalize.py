@@ -39,28 +39,32 @@ def finalize(
     folds: Folds | None = None,
     classes: list[str] | None = None,
     columns: dict[str, Any] | None = None,
-    best_among: Any = None,
+    best_among: list[int] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any] | None, Any]:
     """From results to ``cv_results``, the best candidate, its refit and the files in ``out``.
 
     A complete set of results gives the final files (``run.json`` last: it marks a finished
     run); an incomplete one gives ``cv_results.csv`` with a ``finished_splits`` column.
-    ``columns`` are more ``cv_results`` columns (a halving run's ``iter`` and
-    ``n_resources``); ``best_among`` the rows the best is taken from (default: all).
+    ``columns`` go after ``model`` (a halving's ``iter`` and ``n_resources``); the best is
+    taken among the candidates ``best_among`` (default: all).
     """
     complete = len(results) == len(grid)
     cv = format_cv_results(
         grid.candidates, grid.n_splits, results, spec.metric_names, spec.return_train_score,
         partial=not complete,
     )
-    cv.update(columns or {})
+    if columns:
+        cv = {"model": cv.pop("model"), **columns, **cv}
     best, best_est = None, None
     if complete and results and all(r.error is not None for r in results.values()):
         if out is not None:  # the scores and the journal stay; no refit of a failing model
             atomic_write_text(out / "cv_results.csv", cv_results_to_csv(cv))
         raise all_failed_error(results, grid, out, spec.source)
     if complete and spec.refit_metric is not None:
-        i = best_index(cv, spec.refit_metric, among=best_among)
+        i = best_index(cv, spec.refit_metric)
+        if best_among:
+            ranks = np.asarray(cv[f"rank_test_{spec.refit_metric}"])[best_among]
+            i = int(best_among[int(ranks.argmin())])
         cand = grid.candidates[i]
         best = {
             "model": cand.model,

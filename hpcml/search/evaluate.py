@@ -53,14 +53,21 @@ class FitTasks:
         Thread budget of each fit on a worker (:meth:`run_items`).
     return_train_score, error_score, oof_methods
         As :func:`evaluate_grid` takes them.
+    fold_sets, fold_set : sequence of Folds and ndarray of int, optional
+        Other folds for some candidates: candidate ``c`` is fitted on
+        ``fold_sets[fold_set[c]]`` (a halving rung on ``n_samples`` subsamples each fold).
     """
 
     def __init__(self, todo: np.ndarray, grid: TaskGrid, folds: Folds,
                  estimators: Mapping[str, Any], scorers: Mapping[str, Mapping[str, Any]], *,
                  threads: int = 1, return_train_score: bool = False,
                  error_score: float | str = np.nan,
-                 oof_methods: Mapping[str, str | None] | None = None) -> None:
+                 oof_methods: Mapping[str, str | None] | None = None,
+                 fold_sets: Sequence[Folds] | None = None,
+                 fold_set: np.ndarray | None = None) -> None:
         self.todo = np.asarray(todo, dtype=np.int64)
+        self.fold_sets = list(fold_sets) if fold_set is not None else None
+        self.fold_set = None if fold_set is None else np.asarray(fold_set, dtype=np.int64)
         self.candidates, self.n_splits = list(grid.candidates), grid.n_splits
         self.folds = folds
         self.bases = {name: clone(est) for name, est in estimators.items()}
@@ -93,7 +100,9 @@ class FitTasks:
         """Fit and score item ``i`` on ``X, y`` (in the caller's thread budget)."""
         t = int(self.todo[i])
         candidate = self.candidates[t // self.n_splits]
-        train, test = self.folds[t % self.n_splits]
+        folds = self.folds if self.fold_set is None else (
+            self.fold_sets[self.fold_set[t // self.n_splits]])  # type: ignore[index]
+        train, test = folds[t % self.n_splits]
         model = candidate.model
         proto, pairwise = self.prototype(candidate)
         return fit_and_score(
@@ -153,6 +162,8 @@ def evaluate_grid(
     oof_methods: Mapping[str, str | None] | None = None,
     measured: Mapping[int, float] | None = None,
     extra_observers: Sequence[Any] = (),
+    fold_sets: Sequence[Folds] | None = None,
+    fold_set: np.ndarray | None = None,
 ) -> dict[int, FitResult] | None:
     """Fit and score every task of ``grid`` on ``engine``; results on the root.
 
@@ -186,6 +197,8 @@ def evaluate_grid(
         Task index to seconds measured earlier (the journal): they correct the estimates.
     extra_observers : sequence, optional
         More observers of the run (status, logs): see :class:`~hpcml.engines.base.Observers`.
+    fold_sets, fold_set : optional
+        Other folds for some candidates (see :class:`FitTasks`).
     """
     if fit_timeout is not None and not engine.supports_timeout:
         raise UsageError(
@@ -208,7 +221,7 @@ def evaluate_grid(
 
     runner = FitTasks(todo, grid, folds, estimators, scorers, threads=threads,
                       return_train_score=return_train_score, error_score=error_score,
-                      oof_methods=oof_methods)
+                      oof_methods=oof_methods, fold_sets=fold_sets, fold_set=fold_set)
     run_task = BoundTasks(runner, engine.share(X=X, y=y))
 
     bar = Progress(len(todo), enabled=progress and engine.world.is_root,

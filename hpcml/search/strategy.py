@@ -26,16 +26,22 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Proposal", "Strategy", "AsyncStrategy", "GridStrategy", "STRATEGIES",
+__all__ = ["Proposal", "Strategy", "AsyncStrategy", "GridStrategy", "RandomStrategy", "STRATEGIES",
            "make_strategy", "first_round"]
 
 
 @dataclass(frozen=True)
 class Proposal:
-    """A candidate to evaluate: its params, and the resource to give it (``None``: all)."""
+    """A candidate to evaluate: its params, and the resource to give it (``None``: all).
+
+    ``iter`` is its rung (successive halving), ``folds`` the folds to fit it on when they are
+    not the run's (a halving on ``n_samples`` subsamples each fold, as scikit-learn does).
+    """
 
     params: Mapping[str, Any]
     resource: Mapping[str, Any] | None = field(default=None)
+    iter: int | None = None
+    folds: Any = field(default=None, compare=False)
 
 
 #: What a strategy gets back for each proposal: its fold results (the evaluator's rows).
@@ -87,8 +93,34 @@ class GridStrategy(Strategy):
         evaluate([Proposal(p) for p in ParameterGrid(self.param_grid)])
 
 
-#: Strategy name (the spec's ``search.strategy``) -> factory taking the model's grid.
-STRATEGIES: dict[str, Callable[..., Strategy]] = {"grid": GridStrategy}
+class RandomStrategy(Strategy):
+    """``n_iter`` candidates drawn as ``RandomizedSearchCV._run_search`` draws them
+    (``ParameterSampler``, same ``random_state``, same order), in one call.
+
+    >>> got = []
+    >>> RandomStrategy({"C": [1, 2, 3]}, n_iter=2, random_state=0).run(
+    ...     lambda ps: got.extend(ps) or [None] * len(ps))
+    >>> [dict(p.params) for p in got]
+    [{'C': 3}, {'C': 2}]
+    """
+
+    def __init__(self, param_distributions: Any, n_iter: int = 10,
+                 random_state: Any = None) -> None:
+        self.param_distributions = param_distributions
+        self.n_iter, self.random_state = n_iter, random_state
+
+    def run(self, evaluate: Evaluate) -> None:
+        from sklearn.model_selection import ParameterSampler
+
+        sampler = ParameterSampler(self.param_distributions, self.n_iter,
+                                   random_state=self.random_state)
+        evaluate([Proposal(p) for p in sampler])
+
+
+#: Strategy name (the spec's ``search.strategy``) -> factory taking the model's grid. The
+#: strategies of several rounds (halving) run scikit-learn's own loop:
+#: :class:`hpcml.search.rounds.SklearnStrategy`.
+STRATEGIES: dict[str, Callable[..., Strategy]] = {"grid": GridStrategy, "random": RandomStrategy}
 
 
 def make_strategy(name: str, param_grid: Any, **options: Any) -> Strategy:

@@ -124,8 +124,9 @@ class ExperimentSpec:
         return self.refit if isinstance(self.refit, str) else self.metric_names[0]
 
     def task_grid(self, n_splits: int) -> TaskGrid:
-        """Every fit task of the spec: the candidates its models' search strategies propose
-        (the grid: all of them, in ``ParameterGrid`` order), times ``n_splits`` folds."""
+        """Every fit task of the spec's one-round searches: the candidates their strategies
+        propose (grid: ``ParameterGrid`` order; random: ``ParameterSampler``'s draws), times
+        ``n_splits`` folds. Models of several rounds (halving) are not in it."""
         from hpcml.core.tasks import TaskGrid
         from hpcml.search.strategy import first_round, make_strategy
 
@@ -134,9 +135,15 @@ class ExperimentSpec:
 
             return spec_grid(self, n_splits)  # every (candidate, rung) ASHA may ask for
 
-        strategies = {m.name: make_strategy("grid", list(m.grid)) for m in self.models}
+        strategies = {m.name: make_strategy(m.search.strategy, list(m.grid), **m.search.options)
+                      for m in self.models if not m.search.multi_round}
         return TaskGrid.from_candidates(
             [(name, p.params) for name, p in first_round(strategies)], n_splits)
+
+    @property
+    def multi_round(self) -> bool:
+        """Whether a model's search takes several rounds of fits (halving, asha)."""
+        return any(m.search.multi_round for m in self.models)
 
     def spec_hash(self) -> str:
         """Hash of the spec's content (not of its file name or formatting)."""
