@@ -78,6 +78,12 @@ def test_asha_under_a_fit_timeout_and_a_resume_of_a_finished_search(tmp_path):
     result = run_experiment(spec(fit_timeout=60), out, engine=get_engine("serial"),
                             progress=False)
     check_run(result, out)
+    from hpcml.run.collect import collect
+
+    (out / "best_model.joblib").unlink()
+    got = collect(out)  # the journal replayed to the rules: the same outputs
+    assert got["complete"] and got["best"]["params"] == result.best["params"]
+    assert got["best"]["iter"] == result.best["iter"] and (out / "best_model.joblib").exists()
     (out / "run.json").unlink()  # as if the run died after its last fit
     again = run_experiment(spec(fit_timeout=60), out, engine=get_engine("serial"),
                            progress=False)
@@ -85,6 +91,29 @@ def test_asha_under_a_fit_timeout_and_a_resume_of_a_finished_search(tmp_path):
     assert again.cv_results["params"] == result.cv_results["params"]
     np.testing.assert_array_equal(again.cv_results["mean_test_accuracy"],
                                   result.cv_results["mean_test_accuracy"])
+
+
+def test_collect_of_a_stopped_asha_run_is_partial(tmp_path):
+    from hpcml.run.collect import collect
+
+    out = tmp_path / "p"
+    n = []
+    first = run_experiment(spec(), out, engine=get_engine("serial"), progress=False,
+                           stop=lambda: len(n) >= 5, observers=(_Count(n),))
+    assert first.interrupted and not first.complete
+    got = collect(out)
+    assert not got["complete"] and got["best"] is None and got["done"] == 5
+    text = (out / "cv_results.csv").read_text().splitlines()
+    assert len(text) == 1 + 5 // 2 and "iter" in text[0].split(",")
+    assert not (out / "run.json").exists()
+
+
+class _Count:
+    def __init__(self, n: list) -> None:
+        self.n = n
+
+    def result(self, r) -> None:
+        self.n.append(r.task)
 
 
 def test_what_an_asha_run_refuses(tmp_path):

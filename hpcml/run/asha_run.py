@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from hpcml.search.asha_tasks import AshaModel, AshaSource, asha_grid, make_rules
 from hpcml.spec.data import fingerprint
 from hpcml.spec.schema import ExperimentSpec
 
-__all__ = ["run_asha", "check_asha_spec", "asha_outputs"]
+__all__ = ["run_asha", "check_asha_spec", "asha_outputs", "write_asha", "collect_asha"]
 
 
 def check_asha_spec(spec: ExperimentSpec, shard: tuple[int, int] | None) -> None:
@@ -96,46 +96,84 @@ def asha_outputs(engine: Engine, spec: ExperimentSpec, placed: Placed, folds: Fo
 
     def finish() -> tuple:
         nonlocal best_est
-        grid, results, rungs, resources = compact(source, work.grid, models)
-        done = source.done
-        n_failed = sum(r.error is not None for r in results.values())
         data = placed.data
+        n_failed = sum(r.error is not None for r in source.results.values())
         run = run_info(
             spec, engine_info=engine.info(), layout=layout, threads=threads,
             threads_source=threads_source, data_fingerprint=fingerprint(data.X, data.y),
             n_samples=int(data.X.shape[0]), n_features=int(data.X.shape[1]),
-            n_tasks=len(results), wall0=wall0, n_resumed=len(work.resumed),
-            n_failed=n_failed, complete=done, search="asha",
-            asha={m.name: {"resources": m.asha.resources,
-                           "rungs": [len(r) for r in m.asha.rungs]} for m in models},
+            n_tasks=len(source.results), wall0=wall0, n_resumed=len(work.resumed),
+            n_failed=n_failed, complete=source.done,
         )
-        columns = {"iter": np.asarray(rungs, dtype=np.int64),
-                   "n_resources": np.asarray(resources, dtype=np.int64)}
-        target = Path(out) if out is not None else None
-        if not done:  # stopped: the finished jobs' scores, no best and no refit yet
-            cv, _, _ = finalize(spec, grid, results, None, None, placed.estimators, out=None,
-                                run=run, refit=False, columns=columns)
-            if target is not None:
-                from hpcml.core.results import cv_results_to_csv
-                from hpcml.run.outputs import atomic_write_text
-
-                atomic_write_text(target / "cv_results.csv", cv_results_to_csv(cv))
-            return cv, None, run, False, len(work.resumed), n_failed
-        cv, best, best_est = finalize(
-            spec, grid, results, placed.X, placed.y, placed.estimators, out=target, run=run,
-            refit=True, folds=folds, columns=columns, best_among=top_rows(grid, rungs))
-        if best is not None:
-            best.update(iter=int(rungs[best["index"]]),
-                        n_resources=int(resources[best["index"]]))
-            if target is not None:
-                from hpcml.run.outputs import atomic_write_json
-
-                atomic_write_json(target / "best.json", best)
-        return cv, best, run, True, len(work.resumed), n_failed
+        cv, best, best_est = write_asha(spec, source, work.grid, placed.X, placed.y,
+                                        placed.estimators, out, run, folds)
+        return cv, best, run, source.done, len(work.resumed), n_failed
 
     cv, best, run, complete, n_resumed, n_failed = world.agree(finish, on_root=True)
     return ExperimentResult(cv, best, best_est, Path(out) if out is not None else None, run,
                             complete=complete, n_resumed=n_resumed, n_failed=n_failed)
+
+
+def write_asha(spec: ExperimentSpec, source: AshaSource, grid: TaskGrid, X: Any, y: Any,
+               estimators: dict[str, Any], out: str | os.PathLike | None, run: dict[str, Any],
+               folds: Folds | None = None) -> tuple[dict[str, Any], dict[str, Any] | None, Any]:
+    """``cv_results`` (and the files in ``out``) of what ``source`` knows; when its search is
+    done, the best of each model's highest rung and its refit (without ``X``: no refit).
+
+    Returns ``(cv_results, best or None, refit estimator or None)``.
+    """
+    small, results, rungs, resources = compact(source, grid, source.models)
+    run.update(search="asha", asha={
+        m.name: {"resources": m.asha.resources, "rungs": [len(r) for r in m.asha.rungs]}
+        for m in source.models})
+    columns = {"iter": np.asarray(rungs, dtype=np.int64),
+               "n_resources": np.asarray(resources, dtype=np.int64)}
+    target = Path(out) if out is not None else None
+    if not source.done:  # stopped: the finished jobs' scores, no best and no refit yet
+        cv, _, _ = finalize(spec, small, results, None, None, estimators, out=None, run=run,
+                            refit=False, columns=columns)
+        if target is not None:
+            from hpcml.core.results import cv_results_to_csv
+            from hpcml.run.outputs import atomic_write_text
+
+            atomic_write_text(target / "cv_results.csv", cv_results_to_csv(cv))
+        return cv, None, None
+    cv, best, best_est = finalize(
+        spec, small, results, X, y, estimators, out=target, run=run, refit=X is not None,
+        folds=folds, columns=columns, best_among=top_rows(small, rungs))
+    if best is not None:
+        best.update(iter=int(rungs[best["index"]]), n_resources=int(resources[best["index"]]))
+        if target is not None:
+            from hpcml.run.outputs import atomic_write_json
+
+            atomic_write_json(target / "best.json", best)
+    return cv, best, best_est
+
+
+def collect_asha(out: Path, spec: ExperimentSpec, manifest: Mapping[str, Any],
+                 load_xy: Callable[[], tuple[Any, Any]] | None,
+                 info: Callable[[dict, int], dict[str, Any]]) -> dict[str, Any]:
+    """``hpcml collect`` of an asha run: its journal replayed to the rules.
+
+    ``load_xy`` gives the data for the refit (``None``: no refit); ``info(results, n)`` the
+    ``run.json`` of a collect.
+    """
+    from hpcml.run.journal import read_journal, task_keys
+
+    rules = make_rules(spec, sample_candidates(spec))
+    grid, models = asha_grid(rules, manifest["n_splits"])
+    keys = task_keys(grid, manifest["folds"], manifest["data_fingerprint"])
+    results = read_journal(out, keys)
+    source = AshaSource(models, grid.n_splits, spec.refit_metric or spec.metric_names[0],
+                        results)
+    X = y = None
+    if source.done and load_xy is not None and spec.refit_metric is not None:
+        X, y = load_xy()
+    run = info(results, len(results)) if source.done else {}
+    estimators = {m.name: m.make() for m in spec.models}
+    _, best, _ = write_asha(spec, source, grid, X, y, estimators, out, run)
+    return {"done": len(results), "total": len(results) if source.done else None,
+            "complete": source.done, "best": best}
 
 
 def compact(source: AshaSource, grid: TaskGrid, models: list[AshaModel],
