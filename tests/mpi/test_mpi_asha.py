@@ -81,12 +81,14 @@ def test_asha_run_journals_every_fit_and_promotes_by_the_rule(comm, shared_tmp, 
             assert ranks == set(range(comm.Get_size())), ranks  # every rank fitted
 
 
-def test_asha_stop_then_resume_completes(comm, shared_tmp):
-    out = shared_tmp / "asha-stop"
+@pytest.mark.parametrize("who", ["first", "last"])
+def test_asha_stop_then_resume_completes(comm, shared_tmp, who):
+    out = shared_tmp / f"asha-stop-{who}"
     done = []
+    stopper = 0 if who == "first" else comm.Get_size() - 1
 
-    def stop() -> bool:  # the root asks to stop after 10 of its fits
-        return comm.Get_rank() == 0 and len(done) >= 10
+    def stop() -> bool:  # one rank asks to stop after 6 of its fits
+        return comm.Get_rank() == stopper and len(done) >= 6
 
     first = run_experiment(spec(), out, comm=comm, progress=False, stop=stop,
                            observers=(_Count(done),))
@@ -101,7 +103,8 @@ def test_asha_stop_then_resume_completes(comm, shared_tmp):
         assert len(keys) == len(set(keys)) == len(second.cv_results["params"]) * 3
         assert set(before) <= set(keys)
     if comm.Get_size() == 1:  # serially the rule is deterministic: as if never stopped
-        whole = run_experiment(spec(), shared_tmp / "asha-whole", comm=comm, progress=False)
+        whole = run_experiment(spec(), shared_tmp / f"asha-whole-{who}", comm=comm,
+                               progress=False)
         assert whole.cv_results["params"] == second.cv_results["params"]
         np.testing.assert_array_equal(whole.cv_results["mean_test_accuracy"],
                                       second.cv_results["mean_test_accuracy"])
