@@ -2,12 +2,11 @@
 
 import copy
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import scipy.stats
+from hpcmlcmd import hpcml
 from sklearn.datasets import make_classification
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.experimental import enable_halving_search_cv  # noqa: F401
@@ -197,10 +196,63 @@ def test_bad_halving_is_one_line_exit_2(tmp_path, search, extra, expected):
 
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec(search, **extra)))
-    proc = subprocess.run([sys.executable, "-m", "hpcml", "run", str(path), "--out",
-                           str(tmp_path / "out"), "-n", "1", "--no-progress"],
-                          capture_output=True, text=True, timeout=100)
+    proc = hpcml("run", str(path), "--out", str(tmp_path / "out"), "-n", "1", "--no-progress",
+                 cwd=tmp_path, timeout=100)
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("hpcml: error: ") and expected in lines[0], \
         proc.stderr
+
+
+def test_random_state_null_draws_one_seed_that_a_resume_keeps(tmp_path):
+    raw = spec({"strategy": "random", "n_iter": 5},
+               {"tree": {"estimator": "sklearn.tree.DecisionTreeClassifier",
+                         "params": {"random_state": 0},
+                         "grid": {"max_depth": "randint(1, 30)",
+                                  "min_samples_leaf": "randint(1, 30)"}}})
+    calls = {"n": 0}
+
+    def stop():
+        calls["n"] += 1
+        return calls["n"] > 4
+
+    out = tmp_path / "out"
+    first = run_experiment(raw, out=out, progress=False, stop=stop)
+    assert first.interrupted
+    second = run_experiment(raw, out=out, progress=False)
+    assert second.complete and second.n_resumed >= 4
+    seed = json.loads((out / "manifest.json").read_text())["spec"]["search"]["random_state"]
+    sk = RandomizedSearchCV(DecisionTreeClassifier(random_state=0),
+                            {"max_depth": scipy.stats.randint(1, 30),
+                             "min_samples_leaf": scipy.stats.randint(1, 30)},
+                            n_iter=5, random_state=seed, cv=sk_cv()).fit(*xy())
+    same(second.cv_results, sk.cv_results_, columns=())
+    other = run_experiment(raw, progress=False)  # a fresh run: another seed
+    assert other.cv_results["params"] != second.cv_results["params"]
+
+
+def test_halving_through_the_command_line_on_two_ranks(tmp_path):
+    import yaml
+
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec({"strategy": "halving", "factor": 2, "random_state": 0})))
+    out = tmp_path / "out"
+    proc = hpcml("run", str(path), "--out", str(out), "-n", "2", "--no-progress", cwd=tmp_path,
+                 timeout=150)
+    assert proc.returncode == 0, proc.stderr
+    status = json.loads((out / "status.json").read_text())
+    assert status["state"] == "finished"
+    n_rows = len((out / "cv_results.csv").read_text().splitlines()) - 1
+    assert status["fits"]["done"] == n_rows * 3 and status["fits"]["total"] is None
+    assert json.loads((out / "run.json").read_text())["ranks"] == 2
+    sk = HalvingGridSearchCV(DecisionTreeClassifier(random_state=0), TREE_GRID, cv=sk_cv(),
+                             factor=2, random_state=0).fit(*xy())
+    assert n_rows == len(sk.cv_results_["params"])
+    assert json.loads((out / "best.json").read_text())["params"] == sk.best_params_
+    assert hpcml("status", str(out), cwd=tmp_path).returncode == 0
+    proc = hpcml("collect", str(out), cwd=tmp_path)
+    assert proc.returncode == 2 and "several rounds" in proc.stderr
+    proc = hpcml("run", str(path), "--out", str(tmp_path / "o2"), "-n", "1", "--shard", "0/2",
+                 cwd=tmp_path)
+    assert proc.returncode == 2 and "--shard: models.tree searches by strategy halving" in \
+        proc.stderr, proc.stderr

@@ -47,6 +47,11 @@ def collect(out: str | os.PathLike, refit: bool = True) -> dict[str, Any]:
         return collect_asha(out, spec, manifest,
                             (lambda: _load_xy(out, spec, manifest)) if refit else None,
                             lambda results, n: _collect_info(manifest, results, n, wall0))
+    if spec.multi_round:
+        raise UsageError(f"{out}: a search of several rounds (halving) makes its rounds as it "
+                         "runs, so the journal alone cannot be collected; run the same "
+                         "'hpcml run' command again to resume and finish it (a stopped run "
+                         "already wrote its partial cv_results.csv)")
     grid = spec.task_grid(manifest["n_splits"])
     keys = task_keys(grid, manifest["folds"], manifest["data_fingerprint"])
     results = read_journal(out, keys)

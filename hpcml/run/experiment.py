@@ -36,6 +36,7 @@ from hpcml.search.evaluate import evaluate_grid, evaluate_source, share_folds
 from hpcml.spec.checks import check_nan_support, check_splits_vs_classes, check_target_classes
 from hpcml.spec.data import Dataset, fingerprint, load_data
 from hpcml.spec.schema import ExperimentSpec, load_spec, parse_spec
+from hpcml.spec.search import unseeded, with_seed
 
 __all__ = ["ExperimentResult", "run_experiment", "finalize"]
 
@@ -172,6 +173,9 @@ def run_experiment(
         spec = world.agree(lambda: _as_spec(spec))
         if out is not None:
             world.agree(lambda: check_out_dir(out, force))
+        if unseeded(spec):  # random_state: null: the root's seed, the journal's on a resume
+            spec = with_seed(spec, world.agree(lambda: _search_seed(spec, out, force),
+                                               on_root=True))
         placed = place_data(world, spec)
         folds = make_folds(world, spec, placed)
         runner = _async_runner(spec)
@@ -409,6 +413,20 @@ def _keep_test_folds(out: Path, folds: Folds, y: Any, estimators: dict[str, Any]
     if not path.exists():
         classes = np.unique(y) if y is not None and is_classifier_spec(estimators) else None
         save_test_folds(path, folds, classes)
+
+
+def _search_seed(spec: ExperimentSpec, out: str | os.PathLike | None, force: bool) -> int:
+    """The seed of the ``random_state: null`` searches: the earlier run's (its manifest, so
+    a resume draws the same candidates), else a fresh one."""
+    old = Manifest.read(out) if out is not None and not force else None
+    first = next(m for m in spec.models if m.search.options.get("random_state", 0) is None)
+    block = (old or {}).get("spec") or {}
+    if first.search.key != "search":
+        block = ((block.get("models") or {}).get(first.name) or {})
+    seed = (block.get("search") or {}).get("random_state")
+    if isinstance(seed, int) and not isinstance(seed, bool):
+        return seed
+    return int(np.random.SeedSequence().entropy % 2**32)
 
 
 def _as_spec(spec: Any) -> ExperimentSpec:

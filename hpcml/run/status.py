@@ -193,6 +193,7 @@ class RunStatus:
         self._wake = threading.Event()
         self._tail = JournalTail(out)
         self._grid: Any = None
+        self._rounds = False  # a search of several rounds: no grid ahead, fits by the journal
         self._metric: str | None = None
         self._records: dict[str, dict[str, Any]] = {}  # key -> record (all attempts)
         self._this_run: dict[str, dict[str, Any]] = {}  # key -> record of this attempt
@@ -295,7 +296,7 @@ class RunStatus:
     # -- the snapshot (root) --------------------------------------------------------------
     def _load_grid(self) -> None:
         """The task grid and keys, from the manifest (once fitting began: it is this run's)."""
-        if self._grid is not None or self.phase == "starting":
+        if self._grid is not None or self._rounds or self.phase == "starting":
             return
         from hpcml.run.journal import Manifest, task_keys
 
@@ -305,6 +306,11 @@ class RunStatus:
         from hpcml.spec.schema import parse_spec
 
         spec = parse_spec(manifest["spec"], source=manifest.get("source"))
+        self._metric = spec.refit_metric or spec.metric_names[0]
+        self._spec_source = manifest.get("source")
+        if spec.multi_round:  # its rounds are made as it runs: fits counted, total unknown
+            self._rounds = True
+            return
         grid = spec.task_grid(manifest["n_splits"])
         self._keys = {k: i for i, k in enumerate(
             task_keys(grid, manifest["folds"], manifest["data_fingerprint"]))}
@@ -326,7 +332,7 @@ class RunStatus:
         """The content of ``status.json`` now."""
         now = time.time()
         self._load_grid()
-        if self._grid is not None:
+        if self._grid is not None or self._rounds:
             self._read_journal()
         with self._lock:
             state, phase, current, t0 = self.state, self.phase, self._current, self._t0

@@ -38,7 +38,7 @@ class FixedFolds:
     """A scikit-learn splitter that yields the given folds (the run's, made once).
 
     >>> f = FixedFolds(Folds([(np.array([1, 2]), np.array([0]))]))
-    >>> f.get_n_splits(), [(list(a), list(b)) for a, b in f.split()]
+    >>> f.get_n_splits(), [(a.tolist(), b.tolist()) for a, b in f.split()]
     (1, [([1, 2], [0])])
     """
 

@@ -34,7 +34,7 @@ from typing import Any
 from hpcml.errors import SpecError
 
 __all__ = ["DISTRIBUTIONS", "STRATEGY_OPTIONS", "Distribution", "SearchSpec",
-           "parse_distribution", "grid_value", "check_flow_split", "parse_search", "model_search", "has_distribution"]
+           "parse_distribution", "grid_value", "check_flow_split", "unseeded", "with_seed", "parse_search", "model_search", "has_distribution"]
 
 #: Name in a spec -> the scipy.stats distribution it builds.
 DISTRIBUTIONS: dict[str, str] = {
@@ -409,3 +409,41 @@ def _check_resources(options: dict[str, Any], grid: Sequence[Mapping[str, Any]],
         raise SpecError(f"{key}.min_resources", "n_candidates and min_resources cannot both "
                         "be 'exhaust'; set min_resources: smallest or n_candidates to a number",
                         source)
+
+
+def unseeded(spec: Any) -> bool:
+    """Whether a model's search draws with ``random_state: null`` (a seed must be chosen)."""
+    return any("random_state" in m.search.options and m.search.options["random_state"] is None
+               for m in spec.models)
+
+
+def with_seed(spec: Any, seed: int) -> Any:
+    """``spec`` (an ``ExperimentSpec``) with ``random_state: null`` searches drawing from
+    ``seed``, written into its content too (the manifest keeps it: a resume draws the same).
+
+    >>> from hpcml.spec.schema import parse_spec
+    >>> raw = {"data": {"generator": "sklearn.datasets.make_classification"},
+    ...        "search": {"strategy": "random"},
+    ...        "models": {"t": {"estimator": "sklearn.tree.DecisionTreeClassifier",
+    ...                         "grid": {"max_depth": [1, 2]}}}}
+    >>> s = with_seed(parse_spec(raw), 7)
+    >>> s.models[0].search.options["random_state"], s.raw["search"]["random_state"]
+    (7, 7)
+    """
+    from dataclasses import replace
+
+    raw = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in spec.raw.items()}
+    models, raw_models = [], dict(raw.get("models") or {})
+    for m in spec.models:
+        if "random_state" in m.search.options and m.search.options["random_state"] is None:
+            m = replace(m, search=replace(m.search, options={**m.search.options,
+                                                             "random_state": int(seed)}))
+            if m.search.key == "search":
+                raw["search"] = {**raw.get("search", {}), "random_state": int(seed)}
+            else:
+                body = dict(raw_models[m.name])
+                body["search"] = {**body["search"], "random_state": int(seed)}
+                raw_models[m.name] = body
+        models.append(m)
+    raw["models"] = raw_models
+    return replace(spec, models=tuple(models), raw=raw)
