@@ -34,6 +34,8 @@ __all__ = [
     "load_spec",
     "parse_spec",
     "ExperimentSpec",
+    "SearchSpec",
+    "Distribution",
     # Task list, scheduling and results (pure)
     "TaskGrid",
     "plan_chunks",
@@ -67,6 +69,8 @@ _LOCATION = {
     "load_spec": "hpcml.spec.schema",
     "parse_spec": "hpcml.spec.schema",
     "ExperimentSpec": "hpcml.spec.schema",
+    "SearchSpec": "hpcml.spec.search",
+    "Distribution": "hpcml.spec.search",
     "TaskGrid": "hpcml.core.tasks",
     "plan_chunks": "hpcml.core.schedule",
     "format_cv_results": "hpcml.core.results",

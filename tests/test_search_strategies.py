@@ -129,14 +129,15 @@ def test_two_models_advance_together_and_each_is_its_own_search():
     assert res.best["index"] == best
 
 
-def test_resume_after_a_stop_mid_halving_is_identical(tmp_path):
+@pytest.mark.parametrize("after", [45, 50])  # round 0 has 45 fits: between rounds, in round 1
+def test_resume_after_a_stop_mid_halving_is_identical(tmp_path, after):
     raw = spec({"strategy": "halving", "factor": 2, "random_state": 0})
     whole = run_experiment(raw, out=tmp_path / "whole", progress=False)
     calls = {"n": 0}
 
     def stop():
         calls["n"] += 1
-        return calls["n"] > 50  # round 0 has 45 fits: the stop lands in round 1
+        return calls["n"] > after
 
     out = tmp_path / "stopped"
     first = run_experiment(raw, out=out, progress=False, stop=stop)

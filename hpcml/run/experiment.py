@@ -106,6 +106,8 @@ class Work:
     #: taken from (the last rung of a halving), for a search of several rounds.
     columns: dict[str, Any] | None = None
     best_among: list[int] | None = None
+    #: Rounds are left to run (a stop between rounds): not complete, whatever the grid holds.
+    unfinished: bool = False
 
 
 def run_experiment(
@@ -345,7 +347,7 @@ def write_outputs(engine: Engine, spec: ExperimentSpec, placed: Placed, folds: F
     def finish() -> tuple:
         nonlocal best_est
         merged = {**work.resumed, **(results or {})}
-        complete = len(merged) == len(grid)
+        complete = len(merged) == len(grid) and not work.unfinished
         n_failed = sum(r.error is not None for r in merged.values())
         data = placed.data
         run = run_info(

@@ -143,7 +143,7 @@ def fit_rounds(engine: Engine, spec: ExperimentSpec, placed: Any, folds: Folds,
     work = Work(grid, manifest, keys, resumed, np.arange(len(grid)), fold_sets=fold_sets,
                 fold_set=np.asarray(fold_set, dtype=np.int64),
                 columns=_columns(iters, n_resources),
-                best_among=_best_among(spec, candidates, iters))
+                best_among=_best_among(spec, candidates, iters), unfinished=interrupted)
     return work, (results if world.is_root else None), interrupted
 
 
