@@ -122,13 +122,49 @@ def test_what_an_asha_run_refuses(tmp_path):
                              "search": {"strategy": "grid"}, "grid": {"C": [1.0]}}
     with pytest.raises(SpecError, match=r"models.lr.search: an asha search cannot share"):
         run_experiment(mixed, tmp_path / "m", engine=get_engine("serial"), progress=False)
-    samples = spec(search={"strategy": "asha", "max_resources": 100, "n_iter": 4})
-    with pytest.raises(SpecError, match=r"search.resource: asha's resource must be"):
-        run_experiment(samples, tmp_path / "s", engine=get_engine("serial"), progress=False)
+    small = spec(search={**SPEC["search"], "min_resources": 9, "max_resources": 8})
+    with pytest.raises(SpecError, match=r"search.min_resources: 9 is greater"):
+        run_experiment(small, tmp_path / "s", engine=get_engine("serial"), progress=False)
     with pytest.raises(UsageError, match="--shard"):
         run_experiment(spec(), tmp_path / "h", engine=get_engine("serial"), progress=False,
                        shard=(0, 2))
     assert not (tmp_path / "m" / "journal").exists()
+
+
+def test_asha_on_n_samples_fits_each_rung_on_its_share_of_each_fold(tmp_path):
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.utils import resample
+
+    from hpcml.spec.data import load_data
+
+    s = spec(search={"strategy": "asha", "factor": 2, "n_iter": 8, "random_state": 0})
+    out = tmp_path / "n"
+    result = run_experiment(s, out, engine=get_engine("serial"), progress=False)
+    cv = result.cv_results
+    # scikit-learn's defaults: smallest = n_splits * 2 * n_classes = 8, auto = 200 rows
+    assert set(cv["n_resources"]) <= {8, 16, 32, 64, 128} and min(cv["n_resources"]) == 8
+    assert result.best["n_resources"] == max(cv["n_resources"])
+    assert "n_samples" not in cv["params"][0]
+    data = load_data(parse_spec(s, source="<dict>").data, None)
+    folds = list(StratifiedKFold(2).split(data.X, data.y))
+    i = int(np.argmax(cv["iter"]))  # a row of the top rung
+    r = int(cv["n_resources"][i])
+    scores = []
+    for train, test in folds:
+        tr = resample(train, replace=False, random_state=0, n_samples=int(r / 200 * len(train)))
+        te = resample(test, replace=False, random_state=0, n_samples=int(r / 200 * len(test)))
+        est = RandomForestClassifier(random_state=0, **cv["params"][i]).fit(data.X[tr],
+                                                                             data.y[tr])
+        scores.append(est.score(data.X[te], data.y[te]))
+    assert cv["mean_test_accuracy"][i] == pytest.approx(np.mean(scores), abs=1e-12)
+    keys = [rec["key"] for rec in iter_records(out)]
+    assert len(keys) == len(set(keys)) == 2 * len(cv["params"])  # a key per rung
+    from hpcml.run.collect import collect
+
+    (out / "run.json").unlink()
+    got = collect(out)
+    assert got["complete"] and got["best"]["n_resources"] == result.best["n_resources"]
 
 
 def test_the_spec_grid_of_an_asha_search_is_every_candidate_at_every_rung():

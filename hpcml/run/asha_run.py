@@ -26,7 +26,14 @@ from hpcml.engines.base import Engine
 from hpcml.errors import SpecError, UsageError
 from hpcml.run.experiment import ExperimentResult, Placed, Work, fit_tasks, plan_work
 from hpcml.run.finalize import finalize, run_info
-from hpcml.search.asha_tasks import AshaModel, AshaSource, asha_grid, make_rules, sample_candidates
+from hpcml.search.asha_tasks import (
+    AshaModel,
+    AshaSource,
+    asha_grid,
+    fold_sets,
+    make_rules,
+    sample_candidates,
+)
 from hpcml.spec.data import fingerprint
 from hpcml.spec.schema import ExperimentSpec
 
@@ -48,11 +55,15 @@ def check_asha_spec(spec: ExperimentSpec, shard: tuple[int, int] | None) -> None
     if spec.save_oof:
         raise SpecError("save_oof", "is not supported with search: {strategy: asha}; drop it",
                         spec.source)
-    for m in spec.models:
-        if m.search.options["resource"] == "n_samples":
-            raise SpecError(f"{m.search.key}.resource", "asha's resource must be an estimator "
-                            "parameter (such as n_estimators or max_iter); n_samples is not "
-                            "supported yet", spec.source)
+
+
+def data_info(y: Any, estimators: Mapping[str, Any], n_splits: int) -> dict[str, Any]:
+    """What the resource ``n_samples`` needs: rows, classes (of a classifier) and folds."""
+    from sklearn.base import is_classifier
+
+    classes = (len(np.unique(y)) if y is not None
+               and any(is_classifier(e) for e in estimators.values()) else None)
+    return {"n_samples": int(len(y)), "n_classes": classes, "n_splits": int(n_splits)}
 
 
 def run_asha(engine: Engine, spec: ExperimentSpec, placed: Placed, folds: Folds,
@@ -64,9 +75,12 @@ def run_asha(engine: Engine, spec: ExperimentSpec, placed: Placed, folds: Folds,
     world = engine.world
     world.agree(lambda: check_asha_spec(spec, shard))
     candidates = world.agree(lambda: sample_candidates(spec), on_root=True)
-    rules = world.agree(lambda: make_rules(spec, candidates))
+    info = data_info(placed.y, placed.estimators, len(folds))
+    rules = world.agree(lambda: make_rules(spec, candidates, info))
     grid, models = asha_grid(rules, len(folds))
     work = plan_work(world, spec, placed, folds, out, force, None, progress, grid=grid)
+    seeds = {m.name: m.search.options["random_state"] for m in spec.models}
+    work.fold_sets, work.fold_set = fold_sets(models, folds, info["n_samples"], seeds)
     metric = spec.refit_metric or spec.metric_names[0]
     source = AshaSource(models, grid.n_splits, metric, work.resumed) if world.is_root else None
     if source is not None and work.resumed and source.done and progress:
@@ -151,26 +165,30 @@ def write_asha(spec: ExperimentSpec, source: AshaSource, grid: TaskGrid, X: Any,
 
 
 def collect_asha(out: Path, spec: ExperimentSpec, manifest: Mapping[str, Any],
-                 load_xy: Callable[[], tuple[Any, Any]] | None,
+                 load_xy: Callable[[], tuple[Any, Any]], refit: bool,
                  info: Callable[[dict, int], dict[str, Any]]) -> dict[str, Any]:
     """``hpcml collect`` of an asha run: its journal replayed to the rules.
 
-    ``load_xy`` gives the data for the refit (``None``: no refit); ``info(results, n)`` the
-    ``run.json`` of a collect.
+    ``load_xy`` gives the data (for the refit, and for the rungs of ``n_samples``);
+    ``info(results, n)`` the ``run.json`` of a collect.
     """
     from hpcml.run.journal import read_journal, task_keys
 
-    rules = make_rules(spec, sample_candidates(spec))
+    estimators = {m.name: m.make() for m in spec.models}
+    data = None
+    if any(m.search.options["resource"] == "n_samples" for m in spec.models):
+        data = load_xy()
+    sizes = data_info(data[1], estimators, manifest["n_splits"]) if data else None
+    rules = make_rules(spec, sample_candidates(spec), sizes)
     grid, models = asha_grid(rules, manifest["n_splits"])
     keys = task_keys(grid, manifest["folds"], manifest["data_fingerprint"])
     results = read_journal(out, keys)
     source = AshaSource(models, grid.n_splits, spec.refit_metric or spec.metric_names[0],
                         results)
     X = y = None
-    if source.done and load_xy is not None and spec.refit_metric is not None:
-        X, y = load_xy()
+    if source.done and refit and spec.refit_metric is not None:
+        X, y = data or load_xy()
     run = info(results, len(results)) if source.done else {}
-    estimators = {m.name: m.make() for m in spec.models}
     _, best, _ = write_asha(spec, source, grid, X, y, estimators, out, run)
     return {"done": len(results), "total": len(results) if source.done else None,
             "complete": source.done, "best": best}

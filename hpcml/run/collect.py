@@ -44,8 +44,7 @@ def collect(out: str | os.PathLike, refit: bool = True) -> dict[str, Any]:
     if any(m.search.strategy == "asha" for m in spec.models):
         from hpcml.run.asha_run import collect_asha
 
-        return collect_asha(out, spec, manifest,
-                            (lambda: _load_xy(out, spec, manifest)) if refit else None,
+        return collect_asha(out, spec, manifest, lambda: _load_xy(out, spec, manifest), refit,
                             lambda results, n: _collect_info(manifest, results, n, wall0))
     if spec.multi_round:
         raise UsageError(f"{out}: a search of several rounds (halving) makes its rounds as it "

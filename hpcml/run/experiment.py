@@ -315,6 +315,7 @@ def fit_tasks(engine: Engine, spec: ExperimentSpec, placed: Placed, folds: Folds
                 error_score=spec.error_score, progress=progress, expected=expected,
                 on_result=on_result, should_stop=stop,
                 fit_timeout=fit_timeout or spec.fit_timeout, extra_observers=observers,
+                fold_sets=work.fold_sets, fold_set=work.fold_set,
             )
             return results, engine.interrupted
         results = evaluate_grid(

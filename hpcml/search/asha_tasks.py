@@ -27,7 +27,7 @@ from hpcml.errors import SpecError
 from hpcml.search.asha import ASHA, Job
 
 __all__ = ["AshaModel", "asha_grid", "AshaSource", "sample_candidates", "make_rules",
-           "spec_grid"]
+           "spec_grid", "subsample", "fold_sets"]
 
 
 @dataclass(frozen=True)
@@ -85,8 +85,9 @@ def asha_grid(models: Sequence[tuple[str, ASHA, str]], n_splits: int,
             raise ValueError(f"models.{name}: the resource {resource!r} is also a searched "
                              "parameter; take it out of the grid (each rung sets it)")
         out.append(AshaModel(name, asha, resource, len(cands)))
-        for r in asha.resources:
-            cands += [(name, {**c, resource: r}) for c in asha.candidates]
+        for r in asha.resources:  # n_samples: the rung's folds differ, not its params
+            extra = {} if resource == "n_samples" else {resource: r}
+            cands += [(name, {**c, **extra}) for c in asha.candidates]
     return TaskGrid.from_candidates(cands, n_splits), out
 
 
@@ -226,23 +227,102 @@ def sample_candidates(spec: Any) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def make_rules(spec: Any, candidates: Mapping[str, list[dict[str, Any]]]
-               ) -> list[tuple[str, ASHA, str]]:
-    """Each model's ASHA rule over its candidates."""
+#: What the resource ``n_samples`` needs to know of the data: its rows, its classes (``None``
+#: for a regressor) and the folds.
+DataInfo = Mapping[str, Any]
+
+
+def _bounds(m: Any, info: DataInfo | None, source: str | None) -> tuple[int, int]:
+    """A model's ``(min_resources, max_resources)``, with scikit-learn's ``smallest`` and
+    ``auto``: for ``n_samples``, ``n_splits * 2`` (times the classes of a classifier) and
+    every row; for an estimator parameter, 1 and the given integer."""
+    opts = m.search.options
+    lo, hi = opts["min_resources"], opts["max_resources"]
+    if opts["resource"] == "n_samples" and ("smallest" == lo or "auto" == hi):
+        if info is None:
+            raise ValueError("the resource n_samples needs the data's size")
+        if lo == "smallest":
+            lo = int(info["n_splits"]) * 2 * int(info.get("n_classes") or 1)
+        if hi == "auto":
+            hi = int(info["n_samples"])
+    lo = 1 if lo == "smallest" else int(lo)
+    hi = int(hi)
+    if hi < lo:
+        raise SpecError(f"{m.search.key}.max_resources",
+                        f"{hi} is smaller than min_resources ({lo})", source)
+    return lo, hi
+
+
+def make_rules(spec: Any, candidates: Mapping[str, list[dict[str, Any]]],
+               info: DataInfo | None = None) -> list[tuple[str, ASHA, str]]:
+    """Each model's ASHA rule over its candidates (``info``: see :data:`DataInfo`)."""
     rules = []
     for m in spec.models:
-        opts = m.search.options
-        lo = 1 if opts["min_resources"] == "smallest" else int(opts["min_resources"])
-        hi = int(opts["max_resources"])
-        if hi < lo:
-            raise SpecError(f"{m.search.key}.max_resources",
-                            f"{hi} is smaller than min_resources ({lo})", spec.source)
-        rules.append((m.name, ASHA(candidates[m.name], factor=opts["factor"], min_resources=lo,
-                                   max_resources=hi), opts["resource"]))
+        lo, hi = _bounds(m, info, spec.source)
+        rules.append((m.name, ASHA(candidates[m.name], factor=m.search.options["factor"],
+                                   min_resources=lo, max_resources=hi),
+                      m.search.options["resource"]))
     return rules
 
 
-def spec_grid(spec: Any, n_splits: int) -> TaskGrid:
+def spec_grid(spec: Any, n_splits: int, info: DataInfo | None = None) -> TaskGrid:
     """The task grid of an asha spec (the same on every call when each model's search has
-    a ``random_state``: what ``hpcml status``, ``collect`` and a resume need)."""
-    return asha_grid(make_rules(spec, sample_candidates(spec)), n_splits)[0]
+    a ``random_state``: what ``hpcml status``, ``collect`` and a resume need).
+
+    Without ``info``, a model on ``n_samples`` whose resources depend on the data gets its
+    bottom rung only (an estimate, for ``hpcml plan`` and a job script's checks).
+    """
+    try:
+        rules = make_rules(spec, sample_candidates(spec), info)
+    except ValueError:
+        rules = make_rules(spec, sample_candidates(spec),
+                           {"n_splits": n_splits, "n_samples": 1 << 62, "n_classes": 1})
+        rules = [(n, ASHA(a.candidates, factor=a.factor, min_resources=a.resources[0],
+                          max_resources=a.resources[0]), r) for n, a, r in rules]
+    return asha_grid(rules, n_splits)[0]
+
+
+def subsample(folds: Any, fraction: float, random_state: Any) -> Any:
+    """Each fold's train and test rows subsampled to ``fraction`` of them, as scikit-learn's
+    halving does for the resource ``n_samples`` (``_SubsampleMetaSplitter``: ``resample``
+    without replacement, the same ``random_state`` for every fold).
+
+    >>> from hpcml.core.fitting import Folds
+    >>> f = subsample(Folds([(np.arange(10), np.arange(10, 14))]), 0.5, 0)
+    >>> [(len(a), len(b)) for a, b in f]
+    [(5, 2)]
+    """
+    from sklearn.utils import resample
+
+    from hpcml.core.fitting import Folds
+
+    out = []
+    for train, test in folds:
+        out.append((
+            resample(train, replace=False, random_state=random_state,
+                     n_samples=int(fraction * len(train))),
+            resample(test, replace=False, random_state=random_state,
+                     n_samples=int(fraction * len(test))),
+        ))
+    return Folds(out)
+
+
+def fold_sets(models: Sequence[AshaModel], folds: Any, n_samples: int,
+              seeds: Mapping[str, Any]) -> tuple[list[Any], np.ndarray | None]:
+    """The folds of each grid candidate: ``fold_sets[fold_set[c]]`` (``None``: all the
+    run's folds). A rung of a model on ``n_samples`` trains and tests on its share of each
+    fold's rows."""
+    sets = [folds]
+    index: dict[tuple[int, Any], int] = {}
+    n = sum(m.n * len(m.asha.resources) for m in models)
+    which = np.zeros(n, dtype=np.int64)
+    for m in models:
+        if m.resource != "n_samples":
+            continue
+        for k, r in enumerate(m.asha.resources):
+            key = (r, seeds.get(m.name))
+            if key not in index:
+                index[key] = len(sets)
+                sets.append(subsample(folds, r / n_samples, seeds.get(m.name)))
+            which[m.slot(0, k): m.slot(0, k) + m.n] = index[key]
+    return (sets, which) if len(sets) > 1 else (sets, None)

@@ -257,6 +257,8 @@ def evaluate_source(
     should_stop: ShouldStop | None = None,
     fit_timeout: float | None = None,
     extra_observers: Sequence[Any] = (),
+    fold_sets: Sequence[Folds] | None = None,
+    fold_set: np.ndarray | None = None,
 ) -> dict[int, FitResult] | None:
     """Fit and score the tasks of ``grid`` that ``source`` hands out, as it hands them out.
 
@@ -264,7 +266,8 @@ def evaluate_source(
     :class:`~hpcml.engines.base.TaskSource` on the root, ``None`` on the other ranks; an
     asynchronous search such as ASHA) instead of all at once: see
     :meth:`~hpcml.engines.base.Engine.run_source`. ``expected`` is the number of tasks the
-    progress line counts towards (an estimate).
+    progress line counts towards (an estimate); ``fold_sets`` and ``fold_set`` as for
+    :class:`FitTasks`.
     """
     if fit_timeout is not None and not engine.supports_timeout:
         raise UsageError(
@@ -273,7 +276,8 @@ def evaluate_source(
         )
     todo = np.arange(len(grid), dtype=np.int64)  # item i is grid task i
     runner = FitTasks(todo, grid, folds, estimators, scorers, threads=threads,
-                      return_train_score=return_train_score, error_score=error_score)
+                      return_train_score=return_train_score, error_score=error_score,
+                      fold_sets=fold_sets, fold_set=fold_set)
     run_task = BoundTasks(runner, engine.share(X=X, y=y))
     bar = _OpenProgress(expected or len(grid), enabled=progress and engine.world.is_root,
                         label="fits (of about)")
