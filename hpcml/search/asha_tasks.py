@@ -2,7 +2,8 @@
 
 Every model's :class:`~hpcml.search.asha.ASHA` has ``n`` sampled candidates and ``R`` rungs,
 so the tasks it may ever ask for are known before the run: ``n * R`` grid candidates (the
-candidate's params with the rung's resource set, e.g. ``n_estimators=90``), times the folds.
+candidate's params with the rung's resource set, e.g. ``n_estimators=90``; for ``n_samples``
+the same params on the rung's subsampled folds, :func:`fold_sets`), times the folds.
 The grid is the same on every rank and every run, so each task has its journal key like any
 grid task, and resume, the journal and the per-fit timeout work unchanged. Which of those
 tasks run is decided as the run goes, by :class:`AshaSource` on the root (a
@@ -35,7 +36,8 @@ class AshaModel:
     """One model's ASHA and where its candidates sit in the task grid.
 
     Grid candidate ``offset + rung * n + candidate`` is ``candidate`` at ``rung``, with
-    ``params[resource]`` set to the rung's resource.
+    ``params[resource]`` set to the rung's resource (``n_samples``: its folds are the
+    rung's, see :func:`fold_sets`).
     """
 
     name: str
@@ -64,7 +66,8 @@ def asha_grid(models: Sequence[tuple[str, ASHA, str]], n_splits: int,
     Parameters
     ----------
     models : sequence of (name, ASHA, resource)
-        ``resource`` is the estimator parameter each rung sets (``n_estimators``).
+        ``resource`` is the estimator parameter each rung sets (``n_estimators``), or
+        ``n_samples`` (the params stay; the rung's folds differ).
     n_splits : int
         The folds.
 
