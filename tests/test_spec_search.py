@@ -171,3 +171,15 @@ def test_unknown_model_key_lists_search():
     raw = spec()
     raw["models"]["logit"]["serch"] = {}
     assert "Did you mean 'search'?" in error(raw)
+
+
+def test_the_halving_example_loads():
+    from pathlib import Path
+
+    from hpcml.spec.schema import load_spec
+
+    s = load_spec(Path(__file__).resolve().parent.parent / "examples" / "halving.yaml")
+    logit, rf = s.models
+    assert logit.search.sklearn_class == "RandomizedSearchCV"
+    assert rf.search.sklearn_class == "HalvingRandomSearchCV"
+    assert rf.search.options["resource"] == "n_estimators" and s.multi_round

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np  # noqa: F401 - the doctests use it
 
 from hpcml.core.fitting import Folds
-from hpcml.search.strategy import Evaluate, Proposal, Strategy
+from hpcml.search.strategy import Evaluate, Proposal, Strategy, plain
 
 __all__ = ["FixedFolds", "SklearnStrategy", "RoundDriver", "RoundResult", "sklearn_search"]
 
@@ -113,7 +113,7 @@ class SklearnStrategy(Strategy):
             for i, p in enumerate(params):
                 n_res = more["n_resources"][i] if "n_resources" in more else None
                 proposals.append(Proposal(
-                    p, None if n_res is None else {resource: int(n_res)},
+                    plain(p), None if n_res is None else {resource: int(n_res)},
                     iter=int(more["iter"][i]) if "iter" in more else None, folds=folds))
             rows = evaluate(proposals)
             for row in rows:

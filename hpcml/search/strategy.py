@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["Proposal", "Strategy", "AsyncStrategy", "GridStrategy", "RandomStrategy", "STRATEGIES",
+           "plain",
            "make_strategy", "first_round"]
 
 
@@ -93,6 +94,18 @@ class GridStrategy(Strategy):
         evaluate([Proposal(p) for p in ParameterGrid(self.param_grid)])
 
 
+def plain(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Params with NumPy scalars (a distribution's draws) as Python numbers: the same values,
+    printed plainly and with journal keys that do not depend on NumPy's ``repr``.
+
+    >>> import numpy as np
+    >>> plain({"C": np.float64(0.5), "k": np.int64(3), "s": "rbf"})
+    {'C': 0.5, 'k': 3, 's': 'rbf'}
+    """
+    return {k: v.item() if type(v).__module__ == "numpy" and hasattr(v, "item")
+            and getattr(v, "ndim", None) == 0 else v for k, v in params.items()}
+
+
 class RandomStrategy(Strategy):
     """``n_iter`` candidates drawn as ``RandomizedSearchCV._run_search`` draws them
     (``ParameterSampler``, same ``random_state``, same order), in one call.
@@ -114,7 +127,7 @@ class RandomStrategy(Strategy):
 
         sampler = ParameterSampler(self.param_distributions, self.n_iter,
                                    random_state=self.random_state)
-        evaluate([Proposal(p) for p in sampler])
+        evaluate([Proposal(plain(p)) for p in sampler])
 
 
 #: Strategy name (the spec's ``search.strategy``) -> factory taking the model's grid. The

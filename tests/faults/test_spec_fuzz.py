@@ -53,6 +53,19 @@ VALID = [
                            "grid": {"svc__C": [0.1, 1]}}},
     },
     {
+        "data": {"generator": "sklearn.datasets.make_classification",
+                 "params": {"n_samples": 60, "random_state": 0}},
+        "search": {"strategy": "random", "n_iter": 3, "random_state": 0},
+        "models": {
+            "lr": {"estimator": "sklearn.linear_model.LogisticRegression",
+                   "grid": {"C": "loguniform(1e-3, 1e2)", "fit_intercept": [True, False]}},
+            "tree": {"estimator": "sklearn.tree.DecisionTreeClassifier",
+                     "grid": {"max_depth": "randint(1, 5)", "min_samples_leaf": [1, 2]},
+                     "search": {"strategy": "halving", "factor": 2, "min_resources": 10,
+                                "n_candidates": 4, "random_state": 0}},
+        },
+    },
+    {
         "data": {"path": "d.npz"},
         "cv": 4,
         "refit": False,
