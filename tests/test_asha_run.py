@@ -67,6 +67,21 @@ def test_serial_and_loky_give_the_same_candidates_and_scores_per_job(tmp_path):
         assert mine[k] == theirs[k]
 
 
+def test_loky_asha_stops_then_resumes(tmp_path):
+    out = tmp_path / "ls"
+    n = []
+    engine = get_engine("loky", workers=2)
+    try:
+        first = run_experiment(spec(), out, engine=engine, progress=False,
+                               stop=lambda: len(n) >= 6, observers=(_Count(n),))
+        assert first.interrupted and not first.complete and first.best is None
+        second = run_experiment(spec(), out, engine=engine, progress=False)
+    finally:
+        engine.close()
+    assert second.n_resumed >= 6 and not second.interrupted
+    check_run(second, out)
+
+
 def json_key(params: dict) -> str:
     import json
 
