@@ -347,8 +347,9 @@ def simulate_async(workload: HalvingWorkload, n_workers: int,
 
     A free worker takes the next waiting fold of a started job; if there is none, it asks the
     rule for a new job (a promotion or a new candidate) and queues that job's folds; if the
-    rule has nothing, the worker waits for the next fit to end. When the last fold of a job
-    ends, its score is reported to the rule. Ties in time are broken by worker number, so a
+    rule has nothing, the worker waits for the next fit to end (the rule is asked again only
+    after a report: a ``None`` stands until the rule learns something). When the last fold
+    of a job ends, its score is reported to the rule. Ties in time are broken by worker number, so a
     seed gives one result.
 
     Parameters
@@ -377,11 +378,13 @@ def simulate_async(workload: HalvingWorkload, n_workers: int,
     now = busy = 0.0
     n_fits = 0
     next_id = 0
+    starved = False  # the rule said None and nothing was reported since
     while True:
         while free:
             if not waiting:
-                job = asha.next_job()
+                job = None if starved else asha.next_job()
                 if job is None:
+                    starved = True
                     break
                 jobs[next_id], left[next_id] = job, w.n_folds
                 waiting.extend((next_id, f) for f in range(w.n_folds))
@@ -404,6 +407,7 @@ def simulate_async(workload: HalvingWorkload, n_workers: int,
             s = w.score(job.candidate, job.resource)
             completions.append(Completion(now, job.candidate, job.rung, job.resource, s))
             asha.report(job, s)
+            starved = False
     if not asha.done:
         raise RuntimeError("the rule offered no job, none was running, and it is not done")
     return HalvingRun("async", p, n_fits, now, busy, completions)
