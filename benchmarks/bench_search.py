@@ -12,6 +12,8 @@ process tree every 0.2 s:
   time spent in claims, and a timeline PNG;
 - ``sklearn``: a script running ``GridSearchCV(Pipeline([("model", ...)]), n_jobs=P)`` with
   the models as a step grid (loky workers);
+- ``drop-in``: the same search with ``hpcml.MPISearchCV`` (scikit-learn's ``fit``, the fits
+  spread over the ranks) in a script under ``mpiexec -n P``;
 - ``dask``: the same ``GridSearchCV`` under ``joblib.parallel_config(backend="dask")`` on a
   ``dask.distributed.LocalCluster`` of P one-thread workers (skipped if dask is missing).
 
@@ -48,14 +50,20 @@ from _harness import (  # noqa: E402
     timed_run,
 )
 
-TOOLS = ("hpcml", "hpcml+tl", "sklearn", "dask")
+TOOLS = ("hpcml", "hpcml+tl", "drop-in", "sklearn", "dask")
 
 
 # -- the peers, each in a fresh process ------------------------------------------------------
 
 
 def _peer(tool: str, workload: str, n: int, result: str, folder: str) -> int:
-    """Run one workload with scikit-learn (loky) or dask; write timings and costs as JSON."""
+    """Run one workload with scikit-learn (loky), dask or the drop-in (on every rank of
+    ``mpiexec``); write timings and costs as JSON (rank 0)."""
+    rank = 0
+    if tool == "drop-in":
+        from hpcml.engines.mpi.world import world  # MPI before numpy and scikit-learn
+
+        rank = world().Get_rank()
     import joblib
 
     spec = WORKLOADS[workload]
@@ -64,6 +72,12 @@ def _peer(tool: str, workload: str, n: int, result: str, folder: str) -> int:
     data_s = time.perf_counter() - t
     search = sklearn_search(spec, n_jobs=n)
     cluster_s = 0.0
+    if tool == "drop-in":
+        from hpcml import MPISearchCV
+
+        params = search.get_params(deep=False)
+        est, grid = params.pop("estimator"), params.pop("param_grid")
+        search = MPISearchCV(est, grid, progress=False, **params)
     if tool == "dask":
         import logging
 
@@ -84,6 +98,8 @@ def _peer(tool: str, workload: str, n: int, result: str, folder: str) -> int:
         t = time.perf_counter()
         search.fit(X, y)
         fit_s = time.perf_counter() - t
+    if rank:
+        return 0
     cv = search.cv_results_
     n_splits = search.n_splits_
     costs = [float(f + s) for f, s in zip(cv["mean_fit_time"], cv["mean_score_time"], strict=True)
@@ -144,10 +160,15 @@ def run_tool(tool: str, workload: str, spec_path: Path, n: int, folder: Path) ->
                                                   "idle", "simulated", "poll_stop_s",
                                                   "journal_append_s", "journal_sync_s")})
     else:
+        from _harness import thread_env
+
         result = folder / "peer.json"
-        done = timed_run([PYTHON, str(Path(__file__).resolve()), "--peer", tool, "--workload",
-                          workload, "-n", str(n), "--result", str(result), "--folder",
-                          str(folder)])
+        cmd = [PYTHON, str(Path(__file__).resolve()), "--peer", tool, "--workload",
+               workload, "-n", str(n), "--result", str(result), "--folder", str(folder)]
+        if tool == "drop-in":
+            done = timed_run([str(BIN / "mpiexec"), "-n", str(n), *cmd], env=thread_env(n))
+        else:
+            done = timed_run(cmd)
         if done.returncode == 0:
             peer = json.loads(result.read_text())
             row.update(refit=peer["refit_s"], search=peer["fit_s"] - peer["refit_s"],
@@ -210,6 +231,8 @@ def print_table(workload: str, rows: list[dict], n: int) -> None:
             vs = ""
             if tool in ("sklearn", "dask") and mine.get("hpcml", {}).get("ok"):
                 vs = f"{mine['hpcml']['wall'] / r['wall']:.3f}"
+            elif tool == "drop-in" and mine.get("sklearn", {}).get("ok"):
+                vs = f"{r['wall'] / mine['sklearn']['wall']:.3f} of sklearn"
             rest = r["wall"] - r.get("search", 0.0) - r.get("refit", 0.0)
             cells = (tool, rep, f"{r['wall']:.2f}", vs, f"{r['search']:.2f}", f"{r['lb']:.2f}",
                      f"{r['search'] / r['lb']:.3f}",
@@ -244,6 +267,10 @@ def _ratios(rows: list[dict]) -> None:
                if ("hpcml", k) in by and (peer, k) in by]
         if got:
             parts.append(f"hpcml/{peer} wall " + ", ".join(f"{x:.2f}" for x in got))
+    got = [by[("drop-in", k)]["wall"] / by[("sklearn", k)]["wall"] for k in reps
+           if ("drop-in", k) in by and ("sklearn", k) in by]
+    if got:
+        parts.append("drop-in/sklearn wall " + ", ".join(f"{x:.2f}" for x in got))
     got = [by[("hpcml+tl", k)]["search"] / by[("hpcml+tl", k)]["lb"] for k in reps
            if ("hpcml+tl", k) in by]
     if got:
@@ -275,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tools", nargs="+", default=list(TOOLS), choices=list(TOOLS))
     ap.add_argument("--out", help="folder for specs, outputs, timelines (default: a temp dir)")
     ap.add_argument("--show", metavar="RESULTS_JSON", help="print the tables of an earlier run")
-    ap.add_argument("--peer", choices=("sklearn", "dask"), help=argparse.SUPPRESS)
+    ap.add_argument("--peer", choices=("sklearn", "dask", "drop-in"), help=argparse.SUPPRESS)
     ap.add_argument("--workload", help=argparse.SUPPRESS)
     ap.add_argument("--result", help=argparse.SUPPRESS)
     ap.add_argument("--folder", help=argparse.SUPPRESS)

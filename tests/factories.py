@@ -1,6 +1,6 @@
 """Estimator factories that test specs name as ``factories:function``."""
 
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
@@ -87,3 +87,91 @@ class ThreadProbe(ClassifierMixin, BaseEstimator):
 
     def score(self, X, y, sample_weight=None):
         return float(self.seen_)
+
+
+class CountingProjection(TransformerMixin, BaseEstimator):
+    """A PCA that counts its fits (``fits``, in this process; one line per fit in ``log``),
+    sleeps ``delay`` seconds in each, and raises in ``fit`` (``fail``) or ``transform``."""
+
+    fits = 0
+
+    def __init__(self, n_components=2, log=None, delay=0.0, fail=False, fail_transform=False):
+        self.n_components = n_components
+        self.log = log
+        self.delay = delay
+        self.fail = fail
+        self.fail_transform = fail_transform
+
+    def fit(self, X, y=None):
+        import os
+        import time
+
+        from sklearn.decomposition import PCA
+
+        type(self).fits += 1
+        if self.log:
+            with open(self.log, "a") as f:
+                f.write(f"{os.getpid()} {self.n_components}\n")
+        time.sleep(self.delay)
+        if self.fail:
+            raise ValueError("CountingProjection was told to fail")
+        self.pca_ = PCA(self.n_components, random_state=0).fit(X)
+        return self
+
+    def fit_transform(self, X, y=None):  # never fails with fail_transform: scoring does
+        return self.fit(X, y).pca_.transform(X)
+
+    def transform(self, X):
+        if self.fail_transform:
+            raise ValueError("CountingProjection was told to fail in transform")
+        return self.pca_.transform(X)
+
+
+def counted_pipeline():
+    """scale, a counted projection, then a classifier that fails for C > 1."""
+    return Pipeline([("scale", StandardScaler()), ("proj", CountingProjection()),
+                     ("clf", PickyLogistic(max_iter=1000))])
+
+
+def pca_logit():
+    """scale, PCA, logit."""
+    from sklearn.decomposition import PCA
+
+    return Pipeline([("scale", StandardScaler()), ("pca", PCA(random_state=0)),
+                     ("clf", LogisticRegression(max_iter=1000))])
+
+
+def slow_spec(delay: float = 0.3, n_samples: int = 200, candidates: int = 6) -> str:
+    """A spec of ``candidates`` x 4 folds of :class:`SlowClassifier` fits of ``delay`` s each
+    (long enough to watch, signal or kill a run)."""
+    grid = ", ".join(str(c) for c in range(1, candidates + 1))
+    return f"""\
+data:
+  generator: sklearn.datasets.make_classification
+  params: {{n_samples: {n_samples}, n_features: 5, random_state: 3}}
+cv: {{splitter: StratifiedKFold, n_splits: 4}}
+scoring: [accuracy]
+models:
+  slow:
+    estimator: factories.SlowClassifier
+    grid: {{delay: [{delay}], C: [{grid}]}}
+"""
+
+
+class ShiftOnFit(TransformerMixin, BaseEstimator):
+    """``fit_transform`` returns X + 1, ``transform`` X (like a target encoder's cross
+    fitting: what the next step is fitted on differs from what it predicts on)."""
+
+    def fit(self, X, y=None):
+        return self
+
+    def fit_transform(self, X, y=None):
+        return X + 1.0
+
+    def transform(self, X):
+        return X
+
+
+def shifted_logit():
+    """ShiftOnFit, then a logistic regression."""
+    return Pipeline([("shift", ShiftOnFit()), ("clf", LogisticRegression(max_iter=1000))])

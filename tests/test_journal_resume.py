@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from factories import slow_spec
 
 from hpcml import run_experiment
 from hpcml.core.fitting import FitResult
@@ -200,17 +201,7 @@ def test_fit_timeout_stops_the_fit_and_goes_on(tmp_path):
 
 # -- the command under MPI: kills and signals -----------------------------------------------
 
-SLOW_SPEC = """\
-data:
-  generator: sklearn.datasets.make_classification
-  params: {n_samples: 200, n_features: 5, random_state: 3}
-cv: {splitter: StratifiedKFold, n_splits: 4}
-scoring: [accuracy]
-models:
-  slow:
-    estimator: factories.SlowClassifier
-    grid: {delay: [0.25], C: [1, 2, 3, 4, 5, 6]}
-"""
+SLOW_SPEC = slow_spec(0.25, 200)
 
 
 def hpcml_env():

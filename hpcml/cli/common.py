@@ -69,3 +69,7 @@ def print_best(best: dict | None) -> None:
     if best is not None:
         scores = ", ".join(f"{k}={v:.6g}" for k, v in best["scores"].items())
         print(f"best: {best['model']} {best['params']} ({scores})")
+        if best.get("nested"):  # outer_cv: the whole search's outer-fold scores
+            nested = ", ".join(f"{k}={v['mean']:.6g} ± {v['std']:.2g}"
+                               for k, v in best["nested"].items() if v["mean"] is not None)
+            print(f"nested CV (outer folds, model choice included): {nested or 'no scores'}")

@@ -136,11 +136,13 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     # Not under a launcher: catch what is cheap to catch before starting any rank. The ranks
     # check the whole spec (estimators, grids, scoring) collectively and exit 2 on bad input;
     # doing it here too would import scikit-learn twice in a row (~2 s).
+    from hpcml.core.prefix_cache import prefix_cache_bytes
     from hpcml.run.lock import check_unlocked
     from hpcml.run.outputs import check_out_dir
     from hpcml.spec.schema import precheck_spec
 
     precheck_spec(args.spec)
+    prefix_cache_bytes()  # $HPCML_PREFIX_CACHE, checked before any rank starts
     check_out_dir(out, args.force)
     check_unlocked(out, args.shard)  # another run on this --out: refuse before starting any rank
     n = args.ranks or default_ranks()
@@ -233,11 +235,13 @@ def _run_engine(args: argparse.Namespace, out: str) -> int:
         if under_mpi_launcher():
             raise UsageError(f"--engine {args.engine} runs in one process and farms the fits "
                              "out: start it without mpiexec/srun --mpi")
+        from hpcml.core.prefix_cache import prefix_cache_bytes
         from hpcml.engines import get_engine
         from hpcml.run.outputs import check_out_dir
         from hpcml.spec.schema import precheck_spec
 
         precheck_spec(args.spec)
+        prefix_cache_bytes()
         check_out_dir(out, args.force)
         engine = get_engine(args.engine, workers=args.ranks, threads=args.threads_per_rank,
                             **options)
@@ -323,3 +327,5 @@ def _summary(result: Any) -> None:
     print_best(result.best)
     if result.out is not None:
         print(f"results: {result.out}/cv_results.csv ({len(result.cv_results['params'])} candidates)")
+        if result.best and result.best.get("nested"):
+            print(f"nested CV: {result.out}/nested_cv.csv")

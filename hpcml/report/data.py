@@ -49,6 +49,9 @@ class RunData:
         Every fit is done.
     info : dict
         ``run.json`` (or ``status.json``) facts for the page's header.
+    task_splits : int or None
+        Folds per candidate in the journal's task numbers, when not ``n_splits`` (nested CV:
+        the search, inner and outer folds of one task grid).
     """
 
     cv: dict[str, Any]
@@ -60,6 +63,7 @@ class RunData:
     complete: bool = True
     info: dict[str, Any] = field(default_factory=dict)
     title: str = "hpcml report"
+    task_splits: int | None = None
 
     @property
     def models(self) -> list[str]:
@@ -107,12 +111,14 @@ def load_run(out: str | os.PathLike) -> RunData:
 
     records, n_ranks = latest_attempt(out / JOURNAL_DIR, list(iter_records(out)))
     nested = _read_csv_rows(out / "nested_cv.csv") if (out / "nested_cv.csv").exists() else []
+    task_splits = manifest.get("n_splits") if manifest and manifest.get("nested") else None
     return RunData(cv=cv, metrics=metrics, n_splits=n_splits, records=records,
                    n_ranks=n_ranks, nested=nested, complete=complete, info=info,
-                   title=f"hpcml report: {out.resolve().name}")
+                   title=f"hpcml report: {out.resolve().name}", task_splits=task_splits)
 
 
 def _from_journal(out: Path, manifest: Mapping[str, Any]):
+    from hpcml.core.nested import NestedLayout
     from hpcml.core.results import format_cv_results
     from hpcml.run.journal import read_journal, task_keys
     from hpcml.spec.schema import parse_spec
@@ -120,7 +126,10 @@ def _from_journal(out: Path, manifest: Mapping[str, Any]):
     spec = parse_spec(manifest["spec"], source=manifest.get("source"))
     grid = spec.task_grid(manifest["n_splits"])
     results = read_journal(out, task_keys(grid, manifest["folds"], manifest["data_fingerprint"]))
-    complete = len(results) == len(grid)
+    layout = NestedLayout.from_manifest(manifest)
+    if layout is not None:  # nested CV: the search's own fits (the outer scores come after)
+        grid, results = spec.task_grid(layout.n_search), layout.search_results(results)
+    complete = len(results) == len(grid) and layout is None
     cv = format_cv_results(grid.candidates, grid.n_splits, results, spec.metric_names,
                            spec.return_train_score, partial=not complete)
     cv = {k: _unmask(v) if isinstance(v, np.ma.MaskedArray) else v for k, v in cv.items()}

@@ -110,7 +110,7 @@ def _task_models(data: RunData) -> dict[int, str] | None:
     if "iter" in data.cv or "model" not in data.cv:
         return None
     models = data.cv["model"]
-    n = data.n_splits
+    n = data.task_splits or data.n_splits
     return {int(r["task"]): str(models[int(r["task"]) // n]) for r in data.records
             if "task" in r and 0 <= int(r["task"]) // n < len(models)}
 

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hpcml.core.nested import NestedLayout
 from hpcml.errors import UsageError
 from hpcml.run.journal import Manifest, read_journal, task_keys
 from hpcml.spec.schema import parse_spec
@@ -44,7 +45,16 @@ def collect(out: str | os.PathLike, refit: bool = True) -> dict[str, Any]:
     grid = spec.task_grid(manifest["n_splits"])
     keys = task_keys(grid, manifest["folds"], manifest["data_fingerprint"])
     results = read_journal(out, keys)
-    complete = len(results) == len(grid)
+    done, total = len(results), len(grid)
+    extra = None
+    layout = NestedLayout.from_manifest(manifest)
+    if layout is not None:  # nested CV: its outputs, and the search's own results
+        from hpcml.run.nested import nested_outputs
+
+        extra = nested_outputs(spec, grid, layout, results, n_resumed=done)
+        total = extra.n_tasks
+        grid, results = spec.task_grid(layout.n_search), layout.search_results(results)
+    complete = len(results) == len(grid) and (extra is None or extra.complete)
     estimators = {m.name: m.make() for m in spec.models}
     X = y = None
     run: dict[str, Any] = {}
@@ -59,7 +69,7 @@ def collect(out: str | os.PathLike, refit: bool = True) -> dict[str, Any]:
                     "cannot refit on different data (pass --no-refit to skip the refit)"
                 )
             X, y = data.X, data.y
-        run = _collect_info(manifest, results, len(grid), wall0)
+        run = _collect_info(manifest, results, total, wall0)
     folds, classes = None, None
     folds_path = out / "journal" / "test_folds.npz"
     if spec.save_oof and folds_path.exists():
@@ -67,8 +77,8 @@ def collect(out: str | os.PathLike, refit: bool = True) -> dict[str, Any]:
 
         folds, classes = load_test_folds(folds_path)
     _, best, _ = finalize(spec, grid, results, X, y, estimators, out=out, run=run,
-                          refit=refit and complete, folds=folds, classes=classes)
-    return {"done": len(results), "total": len(grid), "complete": complete, "best": best}
+                          refit=refit and complete, folds=folds, classes=classes, extra=extra)
+    return {"done": done, "total": total, "complete": complete, "best": best}
 
 
 def _collect_info(manifest, results, n_tasks, wall0) -> dict[str, Any]:

@@ -21,6 +21,7 @@ import numpy as np
 
 from hpcml.core.costs import task_costs
 from hpcml.core.fitting import FitResult, Folds, make_scorer_map
+from hpcml.core.nested import NestedLayout
 from hpcml.core.oof import check_oof_folds, oof_methods, save_test_folds
 from hpcml.core.schedule import shard_tasks
 from hpcml.core.tasks import TaskGrid
@@ -31,6 +32,7 @@ from hpcml.errors import SpecError, UsageError
 from hpcml.run.finalize import finalize, is_classifier_spec, run_info
 from hpcml.run.journal import JOURNAL_DIR, Journal, Manifest, array_id, read_journal, task_keys
 from hpcml.run.lock import hold_lock, release_lock
+from hpcml.run.nested import NestedOutputs, finish_nested, plan_nested
 from hpcml.run.outputs import RESULT_FILES, check_out_dir
 from hpcml.search.evaluate import evaluate_grid, share_folds
 from hpcml.spec.checks import check_nan_support, check_splits_vs_classes, check_target_classes
@@ -51,7 +53,8 @@ class ExperimentResult:
         not complete (stopped, or one shard), means and ranks are over the finished splits.
     best : dict or None
         ``{"model", "params", "index", "scores"}`` of the best candidate by ``refit``
-        (``None`` without refit or before the run is complete).
+        (``None`` without refit or before the run is complete); with ``outer_cv``, also
+        ``nested`` (and ``nested_by_model``), as in ``best.json``.
     best_estimator : estimator or None
         The best candidate refit on all data (``None`` without refit, and on ranks > 0).
     out : Path or None
@@ -167,17 +170,24 @@ def run_experiment(
             world.agree(lambda: check_out_dir(out, force))
         placed = place_data(world, spec)
         folds = make_folds(world, spec, placed)
-        work = plan_work(world, spec, placed, folds, out, force, shard, progress)
+        nested = plan_nested(world, spec, placed, folds, shard)  # None without outer_cv
+        run_folds = folds if nested is None else nested.folds
+        work = plan_work(world, spec, placed, run_folds, out, force, shard, progress,
+                         nested=None if nested is None else nested.layout)
+
         results, interrupted = fit_tasks(
-            engine, spec, placed, folds, work, out, shard, threads, progress, fit_timeout,
-            stop, observers,
+            engine, spec, placed, run_folds, work, out, shard, threads, progress, fit_timeout,
+            stop, observers, next_round=None if nested is None else nested.refits(spec, work),
         )
+        extra = None
+        if nested is not None:  # nested_cv.csv; the search's own results for the files
+            work, results, extra = finish_nested(engine, spec, nested, work, results)
         result = write_outputs(engine, spec, placed, folds, work, results, out, shard,
-                               threads, wall0)
+                               threads, wall0, extra)
         result.interrupted = interrupted
         return result
     finally:
-        placed = folds = None  # the shared-memory views die with the world
+        placed = folds = nested = run_folds = None  # shared-memory views die with the world
         release_lock(out, shard)
         if own_engine:
             engine.close()
@@ -212,10 +222,15 @@ def make_folds(world: World, spec: ExperimentSpec, placed: Placed) -> Folds:
 
 def plan_work(world: World, spec: ExperimentSpec, placed: Placed, folds: Folds,
               out: str | os.PathLike | None, force: bool, shard: tuple[int, int] | None,
-              progress: bool) -> Work:
-    """Stage 3: the task grid, the journal of an earlier run, and what is left to fit."""
+              progress: bool, nested: NestedLayout | None = None) -> Work:
+    """Stage 3: the task grid, the journal of an earlier run, and what is left to fit.
+
+    With ``nested`` (nested CV), ``folds`` are the run's search, inner and outer folds and the
+    tasks to fit are the first pool's (:meth:`~hpcml.core.nested.NestedLayout.phase1_tasks`).
+    """
     grid = spec.task_grid(len(folds))
-    manifest = world.agree(lambda: _manifest(spec, placed.data, folds, grid), on_root=True)
+    manifest = world.agree(lambda: _manifest(spec, placed.data, folds, grid, nested),
+                           on_root=True)
     keys = task_keys(grid, manifest["folds"], manifest["data_fingerprint"])
     resumed: dict[int, FitResult] = {}
     if out is not None:
@@ -230,14 +245,17 @@ def plan_work(world: World, spec: ExperimentSpec, placed: Placed, folds: Folds,
 
         world.agree(keep, on_root=True)
     done = world.bcast(sorted(resumed) if world.is_root else None)
-    todo = np.setdiff1d(np.arange(len(grid)), np.asarray(done, dtype=np.int64))
+    runnable = np.arange(len(grid)) if nested is None else nested.phase1_tasks(grid.n_candidates)
+    todo = np.setdiff1d(runnable, np.asarray(done, dtype=np.int64))
     if shard is not None:
         n_train = int(np.mean(np.diff(folds.train_off)))
         owner = shard_tasks(task_costs(grid, placed.estimators, n_train, placed.X.shape[1]),
                             shard[1])
         todo = todo[owner[todo] == shard[0]]
     if world.is_root and progress and done:
-        sys.stderr.write(f"resuming: {len(done)} of {len(grid)} fits are in the journal\n")
+        total = len(grid) if nested is None else nested.n_tasks(grid.n_candidates,
+                                                                len(grid.model_names))
+        sys.stderr.write(f"resuming: {len(done)} of {total} fits are in the journal\n")
     return Work(grid, manifest, keys, resumed, todo)
 
 
@@ -245,8 +263,14 @@ def fit_tasks(engine: Engine, spec: ExperimentSpec, placed: Placed, folds: Folds
               out: str | os.PathLike | None, shard: tuple[int, int] | None,
               threads: int | None, progress: bool, fit_timeout: float | None,
               stop: Callable[[], bool] | None, observers: tuple[Any, ...],
+              next_round: Callable[[dict[int, FitResult]], np.ndarray] | None = None,
               ) -> tuple[dict[int, FitResult] | None, bool]:
-    """Stage 4: fit the tasks left on the engine; every result goes to the journal at once."""
+    """Stage 4: fit the tasks left on the engine; every result goes to the journal at once.
+
+    ``next_round(results)`` (collective; the results so far on the root, ``{}`` elsewhere)
+    gives tasks that depend on them (nested CV's outer refits): they run next, in the same
+    journal, their times counted from the first round's start; empty: done.
+    """
     world = engine.world
     threads, _ = threads_per_rank(world.layout()["ranks_on_node"], cli=threads)
     metric_arg = list(spec.metric_names) if spec.scoring else None
@@ -256,19 +280,36 @@ def fit_tasks(engine: Engine, spec: ExperimentSpec, placed: Placed, folds: Folds
     if out is not None:
         label = f"{shard[0]}/{shard[1]}" if shard else ""
         journal = world.agree(lambda: Journal(out, world.rank, shard=label))
-    measured = world.bcast({t: r.fit_time + r.score_time for t, r in work.resumed.items()}
-                           if world.is_root else None)
+    results: dict[int, FitResult] | None = {} if world.is_root else None
+    todo, t_start, offset = work.todo, time.time(), 0.0
+
+    def record(r: FitResult) -> None:
+        r.start, r.end = r.start + offset, r.end + offset  # since the first round began
+        journal.append(work.keys[r.task], r)
+
     try:
-        results = evaluate_grid(
-            engine, work.grid, folds, placed.X, placed.y, placed.estimators, scorers,
-            threads=threads, return_train_score=spec.return_train_score,
-            error_score=spec.error_score, progress=progress, tasks=work.todo,
-            on_result=None if journal is None else (
-                lambda r: journal.append(work.keys[r.task], r)),
-            should_stop=stop, fit_timeout=fit_timeout or spec.fit_timeout,
-            oof_methods=oof_methods(spec.save_oof, placed.estimators, spec.source),
-            measured=measured, extra_observers=observers,
-        )
+        while True:
+            measured = world.bcast({t: r.fit_time + r.score_time
+                                    for t, r in {**work.resumed, **(results or {})}.items()}
+                                   if world.is_root else None)
+            found = evaluate_grid(
+                engine, work.grid, folds, placed.X, placed.y, placed.estimators, scorers,
+                threads=threads, return_train_score=spec.return_train_score,
+                error_score=spec.error_score, progress=progress, tasks=todo,
+                on_result=None if journal is None else record,
+                should_stop=stop, fit_timeout=fit_timeout or spec.fit_timeout,
+                oof_methods=oof_methods(spec.save_oof, placed.estimators, spec.source),
+                measured=measured, extra_observers=observers,
+            )
+            if results is not None:
+                results.update(found or {})
+            if next_round is None or engine.interrupted:
+                break
+            todo = np.asarray(next_round(results if results is not None else {}),
+                              dtype=np.int64)
+            if not len(todo):
+                break
+            offset = world.bcast(time.time() - t_start if world.is_root else None)
     finally:
         if journal is not None:
             journal.close()
@@ -278,8 +319,12 @@ def fit_tasks(engine: Engine, spec: ExperimentSpec, placed: Placed, folds: Folds
 def write_outputs(engine: Engine, spec: ExperimentSpec, placed: Placed, folds: Folds,
                   work: Work, results: dict[int, FitResult] | None,
                   out: str | os.PathLike | None, shard: tuple[int, int] | None,
-                  threads: int | None, wall0: float) -> ExperimentResult:
-    """Stage 5: ``cv_results_``, the refit and the files, on the root; the result everywhere."""
+                  threads: int | None, wall0: float,
+                  extra: NestedOutputs | None = None) -> ExperimentResult:
+    """Stage 5: ``cv_results_``, the refit and the files, on the root; the result everywhere.
+
+    ``extra``: more outputs of the run (nested CV), see :func:`~hpcml.run.finalize.finalize`.
+    """
     world = engine.world
     layout = world.layout()
     threads, source = threads_per_rank(layout["ranks_on_node"], cli=threads)
@@ -290,21 +335,24 @@ def write_outputs(engine: Engine, spec: ExperimentSpec, placed: Placed, folds: F
     def finish() -> tuple:
         nonlocal best_est
         merged = {**work.resumed, **(results or {})}
-        complete = len(merged) == len(grid)
+        complete = len(merged) == len(grid) and (extra is None or extra.complete)
         n_failed = sum(r.error is not None for r in merged.values())
+        n_tasks, n_resumed = len(grid), len(work.resumed)
+        if extra is not None:  # every fit of the run, nested ones too
+            n_tasks, n_resumed, n_failed = extra.n_tasks, extra.n_resumed, extra.n_failed
         data = placed.data
         run = run_info(
             spec, engine_info=engine.info(), layout=layout, threads=threads,
             threads_source=source, data_fingerprint=fingerprint(data.X, data.y),
             n_samples=int(data.X.shape[0]), n_features=int(data.X.shape[1]),
-            n_tasks=len(grid), wall0=wall0, n_resumed=len(work.resumed), n_failed=n_failed,
+            n_tasks=n_tasks, wall0=wall0, n_resumed=n_resumed, n_failed=n_failed,
             complete=complete, shard=None if shard is None else f"{shard[0]}/{shard[1]}",
         )
         target = None if out is None or (shard is not None and not complete) else Path(out)
         cv, best, best_est = finalize(spec, grid, merged, placed.X, placed.y,
                                       placed.estimators, out=target, run=run, refit=complete,
-                                      folds=folds)
-        return cv, best, run, complete, len(work.resumed), n_failed
+                                      folds=folds, extra=extra)
+        return cv, best, run, complete, n_resumed, n_failed
 
     cv, best, run, complete, n_resumed, n_failed = world.agree(finish, on_root=True)
     return ExperimentResult(
@@ -314,8 +362,9 @@ def write_outputs(engine: Engine, spec: ExperimentSpec, placed: Placed, folds: F
     )
 
 
-def _manifest(spec: ExperimentSpec, data: Dataset, folds: Folds, grid: TaskGrid) -> Manifest:
-    return Manifest(
+def _manifest(spec: ExperimentSpec, data: Dataset, folds: Folds, grid: TaskGrid,
+              nested: NestedLayout | None = None) -> Manifest:
+    manifest = Manifest(
         spec=dict(spec.raw),
         spec_hash=spec.spec_hash(),
         source=spec.source,
@@ -326,6 +375,9 @@ def _manifest(spec: ExperimentSpec, data: Dataset, folds: Folds, grid: TaskGrid)
         n_candidates=grid.n_candidates,
         n_tasks=len(grid),
     )
+    if nested is not None:  # where the search, inner and outer folds sit (status, collect)
+        manifest["nested"] = nested.to_manifest()
+    return manifest
 
 
 def _prepare_out(out: Path, manifest: Manifest, keys: list[str], force: bool,

@@ -38,13 +38,19 @@ def finalize(
     refit: bool = True,
     folds: Folds | None = None,
     classes: list[str] | None = None,
+    extra: Any = None,
 ) -> tuple[dict[str, Any], dict[str, Any] | None, Any]:
     """From results to ``cv_results``, the best candidate, its refit and the files in ``out``.
 
     A complete set of results gives the final files (``run.json`` last: it marks a finished
     run); an incomplete one gives ``cv_results.csv`` with a ``finished_splits`` column.
+    ``extra`` is more of the run beyond the search (nested CV's
+    :class:`~hpcml.run.nested.NestedOutputs`): its ``files`` are written before ``run.json``
+    and its ``best`` entries go into ``best.json``; until it is ``complete`` the run is not
+    finished (no refit, ``best.json`` or ``run.json``).
     """
     complete = len(results) == len(grid)
+    finished = complete and (extra is None or extra.complete)
     cv = format_cv_results(
         grid.candidates, grid.n_splits, results, spec.metric_names, spec.return_train_score,
         partial=not complete,
@@ -54,7 +60,7 @@ def finalize(
         if out is not None:  # the scores and the journal stay; no refit of a failing model
             atomic_write_text(out / "cv_results.csv", cv_results_to_csv(cv))
         raise all_failed_error(results, grid, out, spec.source)
-    if complete and spec.refit_metric is not None:
+    if finished and spec.refit_metric is not None:
         i = best_index(cv, spec.refit_metric)
         cand = grid.candidates[i]
         best = {
@@ -64,12 +70,14 @@ def finalize(
             "refit_metric": spec.refit_metric,
             "scores": {m: float(cv[f"mean_test_{m}"][i]) for m in spec.metric_names},
         }
+        if extra is not None:
+            best.update(extra.best)
         if refit and X is not None:
             best_est, refit_time = refit_best(estimators[cand.model], cand.params, X, y)
             best["refit_time"] = refit_time
     if out is not None:
         atomic_write_text(out / "cv_results.csv", cv_results_to_csv(cv, partial=not complete))
-        if complete:
+        if finished:
             failed = [r for r in results.values() if r.error is not None]
             if failed:
                 run["failures"] = _failure_summary(failed, grid)
@@ -87,8 +95,10 @@ def finalize(
                     classes = [str(c) for c in np.unique(y)]
                 text = oof_csv(grid, results, folds, n_samples, which, classes)
                 atomic_write_text(out / "oof_predictions.csv", text)
+            for name, text in (extra.files.items() if extra is not None else ()):
+                atomic_write_text(out / name, text)
             atomic_write_json(out / "run.json", run)  # last: its presence marks a finished run
-    if complete:
+    if finished:
         _warn_failures(results, grid)
     return cv, best, best_est
 

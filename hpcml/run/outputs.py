@@ -24,7 +24,7 @@ __all__ = [
     "RESULT_FILES",
 ]
 
-RESULT_FILES = ("cv_results.csv", "best.json", "best_model.joblib", "run.json")
+RESULT_FILES = ("cv_results.csv", "best.json", "best_model.joblib", "run.json", "nested_cv.csv")
 
 
 def check_out_dir(out: str | os.PathLike, force: bool = False) -> Path:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
 
 from hpcml.core.costs import task_costs
+from hpcml.core.prefix_cache import prefix_cache_bytes
+from hpcml.core.prefixes import grid_prefixes, task_units
 from hpcml.core.progress import format_duration
 from hpcml.core.schedule import plan_chunks
 from hpcml.core.threads import threads_per_rank, usable_cores
@@ -40,7 +43,11 @@ def describe_plan(spec_path: str | os.PathLike, ranks: int, threads: int | None 
     cores = usable_cores()
     per_node = min(ranks, cores)
     t, source = threads_per_rank(per_node, cli=threads)
-    plan = plan_chunks(costs, ranks)
+    units = None
+    if prefix_cache_bytes() > 0:
+        units = task_units(grid, grid_prefixes(grid, estimators), np.arange(len(grid)), costs,
+                           ranks)
+    plan = plan_chunks(costs, ranks, units=units)
     sizes = np.diff(plan.bounds)
     per_model = {}
     for cand in grid.candidates:
@@ -63,8 +70,32 @@ def describe_plan(spec_path: str | os.PathLike, ranks: int, threads: int | None 
         f"chunks:            {plan.n_chunks} claims; tasks per claim from {sizes.min() if sizes.size else 0} "
         f"to {sizes.max(initial=0)}\n"
         + _schedule_line(ranks)
+        + _prefix_line(units)
+        + _nested_line(spec, grid, n_splits)
         + warn
     )
+
+
+def _prefix_line(units: np.ndarray | None) -> str:
+    if units is None:
+        return ""
+    sizes = np.bincount(units)
+    shared = sizes[sizes > 1]
+    return (f"\nshared prefixes:   {int(shared.sum())} tasks in {len(shared)} groups sharing a "
+            "pipeline prefix on a fold: each group on one rank, its prefix fitted once")
+
+
+def _nested_line(spec: Any, grid: Any, n_splits: int) -> str:
+    """What ``outer_cv`` adds (nested CV): its fits are not in the estimates above."""
+    if getattr(spec, "outer_cv", None) is None:
+        return ""
+    n_outer = spec.outer_cv.known_n_splits()
+    if n_outer is None:
+        return "\nnested CV:         outer_cv adds inner fits and outer refits (not counted above)"
+    extra = grid.n_candidates * n_splits * n_outer + len(grid.model_names) * n_outer
+    return (f"\nnested CV:         {extra} more fits (not in the estimates above): {n_outer} "
+            f"outer folds x {grid.n_candidates} candidates x {n_splits} inner folds, and "
+            f"{len(grid.model_names)} refit(s) per outer fold")
 
 
 def _schedule_line(ranks: int) -> str:

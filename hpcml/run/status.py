@@ -193,6 +193,7 @@ class RunStatus:
         self._wake = threading.Event()
         self._tail = JournalTail(out)
         self._grid: Any = None
+        self._nested: Any = None  # the NestedLayout of a run with outer_cv
         self._metric: str | None = None
         self._records: dict[str, dict[str, Any]] = {}  # key -> record (all attempts)
         self._this_run: dict[str, dict[str, Any]] = {}  # key -> record of this attempt
@@ -306,6 +307,10 @@ class RunStatus:
 
         spec = parse_spec(manifest["spec"], source=manifest.get("source"))
         grid = spec.task_grid(manifest["n_splits"])
+        if manifest.get("nested"):
+            from hpcml.core.nested import NestedLayout
+
+            self._nested = NestedLayout.from_manifest(manifest)
         self._keys = {k: i for i, k in enumerate(
             task_keys(grid, manifest["folds"], manifest["data_fingerprint"]))}
         self._metric = spec.refit_metric or spec.metric_names[0]
@@ -335,6 +340,8 @@ class RunStatus:
                  if grid is None or k in self._keys}
         this_run = [r for k, r in self._this_run.items() if k in known]
         total = len(grid) if grid is not None else None
+        if grid is not None and self._nested is not None:  # not every outer-refit slot runs
+            total = self._nested.n_tasks(grid.n_candidates, len(grid.model_names))
         n_done, n_this = len(known), len(this_run)
         failed = sum(r.get("error") is not None for r in known.values())
         eta = None
@@ -381,11 +388,15 @@ class RunStatus:
         if self._grid is None or self._metric is None:
             return {}
         grid, metric = self._grid, self._metric
+        n_search = grid.n_splits if self._nested is None else self._nested.n_search
         scores: dict[int, list[float]] = defaultdict(list)
         for key, rec in records.items():
             value = (rec.get("test") or {}).get(metric)
+            cand, fold = divmod(self._keys[key], grid.n_splits)
+            if fold >= n_search:  # a nested CV fit: not the search on all data
+                continue
             if rec.get("error") is None and isinstance(value, (int, float)) and math.isfinite(value):
-                scores[self._keys[key] // grid.n_splits].append(float(value))
+                scores[cand].append(float(value))
         best: dict[str, Any] = {}
         for c, values in sorted(scores.items()):  # ties: the first candidate, as sklearn
             cand = grid.candidates[c]
@@ -393,7 +404,7 @@ class RunStatus:
             if cand.model not in best or mean > best[cand.model]["mean"]:
                 std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
                 best[cand.model] = {"params": dict(cand.params), "mean": mean, "std": std,
-                                    "folds": f"{len(values)}/{grid.n_splits}"}
+                                    "folds": f"{len(values)}/{n_search}"}
         return dict(sorted(best.items(), key=lambda kv: -kv[1]["mean"]))
 
     def _ranks(self, this_run: list[dict[str, Any]], current: tuple[int, float] | None,
@@ -427,8 +438,9 @@ class RunStatus:
             }
             if cur is not None and self._grid is not None and 0 <= cur[0] < len(self._grid):
                 task = self._grid[cur[0]]
+                fold = task.fold if self._nested is None else self._nested.label(task.fold)
                 entry["current"] = {"task": cur[0], "model": task.candidate.model,
-                                    "params": dict(task.candidate.params), "fold": task.fold,
+                                    "params": dict(task.candidate.params), "fold": fold,
                                     "since": cur[1], "seconds": in_flight}
             out.append(entry)
         return out

@@ -13,6 +13,9 @@ from sklearn.base import clone
 
 from hpcml.core.costs import learn_costs, task_costs
 from hpcml.core.fitting import FitResult, Folds, candidate_estimator, fit_and_score, takes_pairwise
+from hpcml.core.pipefit import fit_and_score_prefixed, prefix_is_trivial
+from hpcml.core.prefix_cache import PrefixCache, prefix_cache_bytes
+from hpcml.core.prefixes import Prefix, grid_prefixes, task_units
 from hpcml.core.progress import Progress
 from hpcml.core.schedule import DEFAULT_GRAIN, CostModel, plan_chunks
 from hpcml.core.tasks import TaskGrid
@@ -53,13 +56,20 @@ class FitTasks:
         Thread budget of each fit on a worker (:meth:`run_items`).
     return_train_score, error_score, oof_methods
         As :func:`evaluate_grid` takes them.
+    prefix_cache : int
+        Bytes of fitted pipeline prefixes' output each process keeps (0: none, every
+        candidate fits its whole pipeline). See :mod:`hpcml.core.pipefit`.
+    prefixes : sequence of Prefix or None, optional
+        The shared prefix of each candidate (default :func:`~hpcml.core.prefixes.grid_prefixes`).
     """
 
     def __init__(self, todo: np.ndarray, grid: TaskGrid, folds: Folds,
                  estimators: Mapping[str, Any], scorers: Mapping[str, Mapping[str, Any]], *,
                  threads: int = 1, return_train_score: bool = False,
                  error_score: float | str = np.nan,
-                 oof_methods: Mapping[str, str | None] | None = None) -> None:
+                 oof_methods: Mapping[str, str | None] | None = None,
+                 prefix_cache: int = 0,
+                 prefixes: Sequence[Prefix | None] | None = None) -> None:
         self.todo = np.asarray(todo, dtype=np.int64)
         self.candidates, self.n_splits = list(grid.candidates), grid.n_splits
         self.folds = folds
@@ -69,12 +79,50 @@ class FitTasks:
         self.return_train_score, self.error_score = return_train_score, error_score
         self.oof_methods = dict(oof_methods) if oof_methods is not None else None
         self._prototypes: OrderedDict[int, tuple[Any, bool]] = OrderedDict()
+        self.prefix_cache_bytes = int(prefix_cache)
+        if self.prefix_cache_bytes <= 0:
+            self.prefixes: list[Prefix | None] = [None] * len(self.candidates)
+        else:
+            self.prefixes = list(grid_prefixes(grid, estimators) if prefixes is None
+                                 else prefixes)
+        self._prefix_cache = PrefixCache(self.prefix_cache_bytes)
+        self._prefix_uses: dict[tuple, int] | None = None
 
     def __len__(self) -> int:
         return len(self.todo)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_prototypes": OrderedDict()}  # the cache stays here
+        # the caches stay in this process; each worker fills its own
+        return {**self.__dict__, "_prototypes": OrderedDict(),
+                "_prefix_cache": PrefixCache(self.prefix_cache_bytes), "_prefix_uses": None}
+
+    @property
+    def prefix_cache(self) -> PrefixCache:
+        """This process's cache of fitted pipeline prefixes' output."""
+        return self._prefix_cache
+
+    def prefix_key(self, t: int) -> tuple | None:
+        """The cache key of grid task ``t``'s shared prefix (model, k, key, fold), or ``None``."""
+        candidate = self.candidates[t // self.n_splits]
+        prefix = self.prefixes[candidate.index]
+        if prefix is None:
+            return None
+        return (candidate.model, prefix.k, prefix.key, t % self.n_splits)
+
+    def _used(self, key: tuple) -> None:
+        """One task of ``key`` ran here; the last of them drops its entry from the cache
+        (tasks of one key run together, so an entry is seldom needed after its group)."""
+        uses = self._prefix_uses
+        if uses is None:
+            uses = self._prefix_uses = {}
+            for t in self.todo.tolist():
+                k = self.prefix_key(t)
+                if k is not None:
+                    uses[k] = uses.get(k, 0) + 1
+        left = uses.get(key, 0) - 1
+        uses[key] = left
+        if left <= 0:
+            self._prefix_cache.pop(key)
 
     def prototype(self, cand: Any) -> tuple[Any, bool]:
         """The candidate's unfitted estimator and whether it takes a pairwise X (LRU-cached:
@@ -96,6 +144,18 @@ class FitTasks:
         train, test = self.folds[t % self.n_splits]
         model = candidate.model
         proto, pairwise = self.prototype(candidate)
+        prefix = self.prefixes[candidate.index]
+        if prefix is not None and not prefix_is_trivial(proto, prefix.k):
+            key = self.prefix_key(t)
+            try:
+                return fit_and_score_prefixed(
+                    proto, prefix.k, X, y, train, test, self.scorers[model],
+                    self._prefix_cache, key, task=t, pairwise=pairwise,
+                    return_train_score=self.return_train_score, error_score=self.error_score,
+                    oof_method=None if self.oof_methods is None else self.oof_methods.get(model),
+                )
+            finally:
+                self._used(key)
         return fit_and_score(
             proto, X, y, {}, train, test, self.scorers[model], prototype=True,
             pairwise=pairwise, task=t, return_train_score=self.return_train_score,
@@ -153,6 +213,7 @@ def evaluate_grid(
     oof_methods: Mapping[str, str | None] | None = None,
     measured: Mapping[int, float] | None = None,
     extra_observers: Sequence[Any] = (),
+    prefix_cache: int | str | None = None,
 ) -> dict[int, FitResult] | None:
     """Fit and score every task of ``grid`` on ``engine``; results on the root.
 
@@ -186,6 +247,11 @@ def evaluate_grid(
         Task index to seconds measured earlier (the journal): they correct the estimates.
     extra_observers : sequence, optional
         More observers of the run (status, logs): see :class:`~hpcml.engines.base.Observers`.
+    prefix_cache : int or str, optional
+        Bytes (or ``"512M"``, ``"4G"``) of fitted pipeline prefixes' output each rank keeps
+        in memory; default ``$HPCML_PREFIX_CACHE``, else 1 GiB; 0 turns prefix sharing off.
+        Candidates of a ``Pipeline`` that set their first steps alike fit those steps once
+        per fold, and the tasks sharing them run on one rank (:mod:`hpcml.core.prefixes`).
     """
     if fit_timeout is not None and not engine.supports_timeout:
         raise UsageError(
@@ -202,13 +268,17 @@ def evaluate_grid(
     if measured:
         costs = learn_costs(costs, cand, model, dict(measured))
     costs = costs[todo]
-    # The engine re-plans the unclaimed tasks with the costs it measures as the run goes.
-    plan = plan_chunks(costs, engine.workers, engine.grain or DEFAULT_GRAIN,
-                       cost_model=CostModel(costs, cand[todo], model[todo]))
-
+    # the root's bound on every rank (the plan depends on it), or its error on every rank
+    cache_bytes = engine.world.agree(lambda: prefix_cache_bytes(prefix_cache), on_root=True)
     runner = FitTasks(todo, grid, folds, estimators, scorers, threads=threads,
                       return_train_score=return_train_score, error_score=error_score,
-                      oof_methods=oof_methods)
+                      oof_methods=oof_methods, prefix_cache=cache_bytes)
+    # Tasks that share a fitted pipeline prefix (model, prefix params, fold) form one unit,
+    # which one worker runs; a unit of more than a worker's share is cut.
+    units = task_units(grid, runner.prefixes, todo, costs, engine.workers)
+    # The engine re-plans the unclaimed tasks with the costs it measures as the run goes.
+    plan = plan_chunks(costs, engine.workers, engine.grain or DEFAULT_GRAIN,
+                       cost_model=CostModel(costs, cand[todo], model[todo], units), units=units)
     run_task = BoundTasks(runner, engine.share(X=X, y=y))
 
     bar = Progress(len(todo), enabled=progress and engine.world.is_root,

@@ -341,9 +341,18 @@ def count_tasks(spec: Any) -> int | None:
     """Fit tasks of a checked spec (candidates × folds), or ``None`` if the folds are unknown.
 
     The number of folds is known when the spec gives ``n_splits`` (or uses the default 5).
+    With ``outer_cv`` (nested CV), the inner fits and outer refits count too.
     """
     n_splits = spec.cv.known_n_splits()
-    return None if n_splits is None else len(spec.task_grid(n_splits))
+    if n_splits is None:
+        return None
+    grid = spec.task_grid(n_splits)
+    if getattr(spec, "outer_cv", None) is None:
+        return len(grid)
+    n_outer = spec.outer_cv.known_n_splits()
+    if n_outer is None:
+        return None
+    return grid.n_candidates * n_splits * (1 + n_outer) + len(grid.model_names) * n_outer
 
 
 def check_request(

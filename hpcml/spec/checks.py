@@ -45,8 +45,10 @@ def _has_nan(X: np.ndarray, block_bytes: int = 64 << 20) -> bool:
     return any(np.isnan(X[lo : lo + rows]).any() for lo in range(0, len(X), rows))
 
 
-def check_splits_vs_classes(splitter: Any, y: Any, source: str | None = None) -> None:
-    """Refuse a stratified splitter with more folds than members of the smallest class."""
+def check_splits_vs_classes(splitter: Any, y: Any, source: str | None = None,
+                            key: str = "cv.n_splits", where: str = "") -> None:
+    """Refuse a stratified splitter with more folds than members of the smallest class
+    (``where``: of which rows, for the message)."""
     name = type(splitter).__name__
     n_splits = getattr(splitter, "n_splits", None)
     if "Stratified" not in name or n_splits is None or y is None:
@@ -54,8 +56,8 @@ def check_splits_vs_classes(splitter: Any, y: Any, source: str | None = None) ->
     _, counts = np.unique(np.asarray(y), return_counts=True)
     if counts.size and counts.min() < n_splits:
         raise SpecError(
-            "cv.n_splits",
-            f"{n_splits} folds but the smallest class has only {counts.min()} members; "
+            key,
+            f"{n_splits} folds but the smallest class{where} has only {counts.min()} members; "
             f"use n_splits <= {counts.min()}, or a non-stratified splitter",
             source,
         )

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpcml.errors import SpecError
 from hpcml.spec.limits import check_size
+from hpcml.spec.outer import check_outer_cv
 from hpcml.spec.params import check_model_params
 from hpcml.spec.resolve import resolve, splitter_class
 
@@ -28,7 +29,7 @@ __all__ = ["CVSpec", "DataSpec", "ExperimentSpec", "ModelSpec", "load_spec", "pa
            "precheck_spec"]
 
 TOP_LEVEL_KEYS = ("data", "cv", "scoring", "refit", "models", "return_train_score",
-                  "error_score", "fit_timeout", "save_oof")
+                  "error_score", "fit_timeout", "save_oof", "outer_cv")
 DATA_KEYS = ("generator", "params", "path", "target", "groups")
 MODEL_KEYS = ("estimator", "params", "grid")
 DATA_SUFFIXES = (".csv", ".npz", ".npy", ".parquet")
@@ -98,6 +99,7 @@ class ExperimentSpec:
     error_score: float | str = float("nan")
     fit_timeout: float | None = None
     save_oof: Mapping[str, str] | None = None
+    outer_cv: CVSpec | None = None  # nested CV (hpcml/run/nested.py)
     source: str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -254,7 +256,12 @@ def parse_spec(
             source,
         )
     save_oof = _parse_save_oof(raw.get("save_oof"), source)
+    outer_cv = None
+    if raw.get("outer_cv") is not None:
+        outer_cv = _parse_cv(raw["outer_cv"], source, key="outer_cv")
+        check_outer_cv(raw, outer_cv, data, refit, save_oof, source)
     return ExperimentSpec(
+        outer_cv=outer_cv,
         save_oof=save_oof,
         fit_timeout=fit_timeout,
         data=data,
@@ -447,29 +454,29 @@ def _parse_refit(raw: Any, scoring: tuple[str, ...] | None, source: str | None) 
     return raw
 
 
-def _parse_cv(raw: Any, source: str | None) -> CVSpec:
+def _parse_cv(raw: Any, source: str | None, key: str = "cv") -> CVSpec:
     if raw is None:
         return CVSpec()
     if isinstance(raw, int) and not isinstance(raw, bool):
         raw = {"n_splits": raw}
     if not isinstance(raw, Mapping):
-        raise SpecError("cv", "must be a mapping like {splitter: KFold, n_splits: 5}", source)
+        raise SpecError(key, "must be a mapping like {splitter: KFold, n_splits: 5}", source)
     kwargs = {k: v for k, v in raw.items() if k not in ("splitter", "groups")}
     groups = raw.get("groups")
     name = raw.get("splitter")
     if name is None:
         extra = set(kwargs) - {"n_splits"}
         if extra:
-            raise SpecError("cv", f"name a 'splitter' to pass {sorted(extra)}", source)
+            raise SpecError(key, f"name a 'splitter' to pass {sorted(extra)}", source)
         n = kwargs.get("n_splits", 5)
         if not isinstance(n, int) or n < 2:
-            raise SpecError("cv.n_splits", f"must be an integer >= 2, got {n!r}", source)
+            raise SpecError(f"{key}.n_splits", f"must be an integer >= 2, got {n!r}", source)
         return CVSpec(None, kwargs, groups)
-    cls = splitter_class(name, "cv.splitter", source)
+    cls = splitter_class(name, f"{key}.splitter", source)
     try:
         cls(**kwargs)
     except (TypeError, ValueError) as exc:
-        raise SpecError("cv", f"bad arguments for {name}: {exc}", source) from None
+        raise SpecError(key, f"bad arguments for {name}: {exc}", source) from None
     return CVSpec(str(name), kwargs, groups)
 
 

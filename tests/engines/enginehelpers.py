@@ -17,6 +17,7 @@ TESTS = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(TESTS))
 
 import hpcmlcmd as cmd  # noqa: E402
+from factories import slow_spec  # noqa: E402
 
 #: engine -> the packages its extra installs
 NEEDS = {"loky": [], "dask": ["distributed"], "ray": ["ray"], "spark": ["pyspark", "joblibspark"]}
@@ -40,17 +41,7 @@ models:
     grid: {max_depth: [1, 2, 3, null]}
 """
 
-SLOW_SPEC = """\
-data:
-  generator: sklearn.datasets.make_classification
-  params: {n_samples: 200, n_features: 5, random_state: 3}
-cv: {splitter: StratifiedKFold, n_splits: 4}
-scoring: [accuracy]
-models:
-  slow:
-    estimator: factories.SlowClassifier
-    grid: {delay: [0.3], C: [1, 2, 3, 4, 5, 6]}
-"""
+SLOW_SPEC = slow_spec(0.3, 200)
 
 
 def need(engine: str) -> None:

@@ -59,6 +59,16 @@ VALID = [
         "models": {"ridge": {"estimator": "sklearn.linear_model.Ridge",
                              "grid": {"alpha": [0.5, 1.0]}}},
     },
+    {
+        "data": {"generator": "sklearn.datasets.make_classification",
+                 "params": {"n_samples": 60, "random_state": 0}},
+        "cv": 3,
+        "outer_cv": {"splitter": "StratifiedKFold", "n_splits": 3, "shuffle": True,
+                     "random_state": 1},
+        "scoring": ["accuracy"],
+        "models": {"lr": {"estimator": "sklearn.linear_model.LogisticRegression",
+                          "grid": {"C": [0.1, 1.0]}}},
+    },
 ]
 
 JUNK = st.one_of(

@@ -11,6 +11,7 @@ from pathlib import Path
 TESTS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS))
 
+from factories import slow_spec  # noqa: E402
 from hpcmlcmd import env as _env  # noqa: E402
 from hpcmlcmd import hpcml as _hpcml  # noqa: E402
 from hpcmlcmd import start  # noqa: E402, F401 (the tests import it from here)
@@ -35,17 +36,7 @@ models:
 """
 
 #: 24 fits of 0.3 s: about 4 s on two ranks, long enough to watch and to kill.
-SLOW_SPEC = """\
-data:
-  generator: sklearn.datasets.make_classification
-  params: {n_samples: 120, n_features: 5, random_state: 3}
-cv: {splitter: StratifiedKFold, n_splits: 4}
-scoring: [accuracy]
-models:
-  slow:
-    estimator: factories.SlowClassifier
-    grid: {delay: [0.3], C: [1, 2, 3, 4, 5, 6]}
-"""
+SLOW_SPEC = slow_spec(0.3, 120)
 
 
 def env() -> dict[str, str]:

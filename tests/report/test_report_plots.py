@@ -110,6 +110,17 @@ def test_nested_outer_scores():
     assert plot_nested([]) is None
 
 
+def test_nested_outer_scores_of_several_models_side_by_side():
+    """nested_cv.csv as a run writes it: test_* columns are the scores, one mean per model."""
+    rows = [{"outer_fold": str(i), "model": m, "params": "{}", "test_acc": str(0.8 + i / 100),
+             "inner_best_score": "0.9", "selected": str(m == "svc"), "fit_time": "3",
+             "error": ""} for i in range(3) for m in ("svc", "tree")]
+    fig = plot_nested(rows)
+    (ax,) = fig.axes
+    assert ax.get_title() == "test_acc" and len(ax.patches) == 6
+    assert [t.get_text().split(":")[0] for t in ax.get_legend().get_texts()] == ["svc", "tree"]
+
+
 def test_page_has_rungs_and_nested_sections_from_the_files(tmp_path):
     """A run folder whose cv_results.csv has halving columns and a nested_cv.csv."""
     keys = ["model", "params", "iter", "n_resources", "split0_test_acc", "split1_test_acc",
