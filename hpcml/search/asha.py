@@ -37,6 +37,7 @@ True
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -127,6 +128,8 @@ class ASHA:
         self.factor = factor
         self.resources = rung_resources(min_resources, max_resources, factor)
         self.rungs: list[dict[int, float]] = [{} for _ in self.resources]
+        # per rung, its scores' order keys kept sorted as they arrive (best first)
+        self._ordered: list[list[tuple[bool, float, int]]] = [[] for _ in self.resources]
         self.promoted: list[set[int]] = [set() for _ in self.resources]
         self.started: set[int] = set()  # candidates started at the bottom rung
         self.running: set[tuple[int, int]] = set()  # (candidate, rung) out, not reported
@@ -143,9 +146,8 @@ class ASHA:
 
     def promotable(self, rung: int) -> Iterator[int]:
         """Candidates of ``rung`` in its top ``1/factor``, not promoted yet, best first."""
-        scores = self.rungs[rung]
-        n_top = int(len(scores) // self.factor)
-        for candidate, _ in sorted(scores.items(), key=_order_key)[:n_top]:
+        ordered = self._ordered[rung]
+        for _, _, candidate in ordered[:int(len(ordered) // self.factor)]:
             if candidate not in self.promoted[rung]:
                 yield candidate
 
@@ -186,7 +188,16 @@ class ASHA:
             raise ValueError(f"job of candidate {job.candidate} at rung {job.rung} is not "
                              "running (reported twice, or never handed out)")
         self.running.discard(key)
-        self.rungs[job.rung][job.candidate] = float(score)
+        self._score(job.candidate, job.rung, score)
+
+    def _score(self, candidate: int, rung: int, score: float) -> None:
+        scores = self.rungs[rung]
+        if candidate in scores:  # replaced: rebuild the order
+            scores[candidate] = float(score)
+            self._ordered[rung] = sorted(_order_key(item) for item in scores.items())
+        else:
+            scores[candidate] = float(score)
+            bisect.insort(self._ordered[rung], _order_key((candidate, float(score))))
 
     def restore(self, candidate: int, rung: int, score: float | None = None) -> None:
         """Replay a job of an earlier run (a resume), before any :meth:`next_job`.
@@ -200,7 +211,7 @@ class ASHA:
             raise ValueError(f"no job of candidate {candidate} at rung {rung}")
         self._mark_started(candidate, rung)
         if score is not None:
-            self.rungs[rung][candidate] = float(score)
+            self._score(candidate, rung, score)
             if (candidate, rung) in self._restart:
                 self._restart.remove((candidate, rung))
         elif candidate not in self.rungs[rung] and (candidate, rung) not in self._restart:
