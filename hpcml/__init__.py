@@ -40,6 +40,7 @@ __all__ = [
     "TaskGrid",
     "plan_chunks",
     "format_cv_results",
+    "ASHA",
     # Parallel prediction
     "predict",
     # Engines and worlds
@@ -47,6 +48,7 @@ __all__ = [
     "World",
     "SerialEngine",
     "MPIEngine",
+    "TaskSource",
     "register_engine",
     "get_engine",
     "available_engines",
@@ -72,9 +74,11 @@ _LOCATION = {
     "TaskGrid": "hpcml.core.tasks",
     "plan_chunks": "hpcml.core.schedule",
     "format_cv_results": "hpcml.core.results",
+    "ASHA": "hpcml.search.asha",
     "Engine": "hpcml.engines.base",
     "World": "hpcml.engines.base",
     "SerialEngine": "hpcml.engines.base",
+    "TaskSource": "hpcml.engines.base",
     "MPIEngine": "hpcml.engines.mpi.engine",
     "register_engine": "hpcml.engines",
     "get_engine": "hpcml.engines",

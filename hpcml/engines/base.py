@@ -21,18 +21,41 @@ import socket
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:  # numpy-free at run time: see the module docstring
     from hpcml.core.fitting import FitResult
     from hpcml.core.schedule import Plan
 
 __all__ = ["World", "SerialWorld", "Engine", "SerialEngine", "Observers", "RankError",
-           "report_error", "rebuild_error"]
+           "TaskSource", "SourceStuck", "report_error", "rebuild_error"]
 
 T = TypeVar("T")
 RunTask = Callable[[int], "FitResult"]
 ShouldStop = Callable[[], bool]
+
+
+class TaskSource(Protocol):
+    """Tasks made while others run (an asynchronous search such as ASHA); on the root only.
+
+    An engine's :meth:`Engine.run_source` asks :meth:`next_task` whenever a worker is free
+    and hands each result back to :meth:`report` as it lands, from one thread at a time.
+    """
+
+    def next_task(self) -> int | None:
+        """The next task for a free worker (an argument of ``run_task``); ``None``: none
+        now (ask again after the next :meth:`report`)."""
+
+    def report(self, result: FitResult) -> None:
+        """A task handed out by :meth:`next_task` has finished."""
+
+    @property
+    def done(self) -> bool:
+        """Nothing running and nothing left to start: the run is over."""
+
+
+class SourceStuck(RuntimeError):
+    """A task source that has nothing to start while nothing runs, yet is not done."""
 
 
 class RankError(RuntimeError):
@@ -261,6 +284,23 @@ class Engine(ABC):
         :attr:`interrupted` is set.
         """
 
+    def run_source(
+        self,
+        source: TaskSource | None,
+        run_task: RunTask,
+        observers: Observers | None = None,
+        should_stop: ShouldStop | None = None,
+    ) -> dict[int, FitResult] | None:
+        """Run the tasks ``source`` hands out until it is :attr:`~TaskSource.done`.
+
+        Like :meth:`run`, but the tasks are not known in advance: whenever a worker is free
+        it gets ``source.next_task()`` (on the root; ``source`` is ``None`` elsewhere), and
+        each result goes to ``source.report`` as soon as it lands, so no worker waits for
+        others at a round barrier. Observers, the stop request and the return value are as
+        for :meth:`run`.
+        """
+        raise NotImplementedError(f"the {self.name} engine cannot run tasks made as it runs")
+
     @property
     def workers(self) -> int:
         """How many tasks run at once (the plan is cut for them): the world's ranks."""
@@ -318,3 +358,36 @@ class SerialEngine(Engine):
         obs.close()
         return out
 
+
+    def run_source(  # noqa: D102 - see Engine.run_source
+        self,
+        source: TaskSource | None,
+        run_task: RunTask,
+        observers: Observers | None = None,
+        should_stop: ShouldStop | None = None,
+    ) -> dict[int, FitResult]:
+        obs = observers or Observers()
+        t0 = time.time()
+        out: dict[int, FitResult] = {}
+        self.interrupted = False
+        try:
+            while True:
+                if should_stop is not None and should_stop():
+                    self.interrupted = not source.done
+                    break
+                t = source.next_task()
+                if t is None:
+                    if source.done:
+                        break
+                    raise SourceStuck("the task source has nothing to start, nothing is "
+                                      "running, and it is not done")
+                start = time.time() - t0
+                r = run_task(int(t))
+                r.start, r.end = start, time.time() - t0
+                out[r.task] = r
+                obs.result(r)
+                source.report(r)
+                obs.update(len(out))
+        finally:
+            obs.close()
+        return out

@@ -23,13 +23,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from hpcml.engines.base import Engine, Observers, SerialWorld, ShouldStop
+from hpcml.engines.base import Engine, Observers, SerialWorld, ShouldStop, SourceStuck
 from hpcml.errors import UsageError
 
 if TYPE_CHECKING:
     from hpcml.core.fitting import FitResult
     from hpcml.core.schedule import Plan
-    from hpcml.engines.base import RunTask
+    from hpcml.engines.base import RunTask, TaskSource
     from hpcml.search.evaluate import FitTasks
 
 __all__ = ["FarmEngine", "keep_signal_handlers", "local_workers"]
@@ -215,6 +215,59 @@ class FarmEngine(Engine):
         finally:
             obs.close()
         return out
+
+    def run_source(  # noqa: D102 - see Engine.run_source
+        self,
+        source: TaskSource | None,
+        run_task: RunTask,
+        observers: Observers | None = None,
+        should_stop: ShouldStop | None = None,
+    ) -> dict[int, FitResult]:
+        """One task per worker in flight: each result goes to ``source`` as it lands and the
+        freed worker gets ``source.next_task()`` (so the source decides with every result
+        known that can be)."""
+        from hpcml.search.evaluate import BoundTasks
+
+        if not isinstance(run_task, BoundTasks):
+            raise UsageError(f"the {self.name} engine runs hpcml's own fit tasks only")
+        self.start()
+        obs = observers or Observers()
+        stop = should_stop or (lambda: False)
+        self.interrupted = False
+        tasks = run_task.tasks
+        tasks.threads = self.threads
+        remote = self._prepare(tasks)
+        t0 = time.time()
+        out: dict[int, FitResult] = {}
+        slots: dict[int, int] = {}
+        pending: dict[Any, int] = {}
+        try:
+            while True:
+                while not stop() and len(pending) < max(self.workers, 1):
+                    t = source.next_task()
+                    if t is None:
+                        break
+                    pending[self._submit(remote, [int(t)], run_task.data, t0)] = int(t)
+                if stop():
+                    self.interrupted = not source.done
+                    return out
+                if not pending:
+                    if source.done:
+                        return out
+                    raise SourceStuck("the task source has nothing to start, nothing is "
+                                      "running, and it is not done")
+                for handle in self._wait(list(pending), POLL):
+                    pending.pop(handle)
+                    for r in self._result(handle):
+                        r.rank = slots.setdefault(r.rank, len(slots))
+                        out[r.task] = r
+                        obs.result(r)
+                        source.report(r)
+                    obs.update(len(out))
+        finally:
+            if pending:
+                self._cancel(list(pending))
+            obs.close()
 
     def _stream(self, tasks: FitTasks, chunks: list[Any], data: dict[str, Any],
                 stop: ShouldStop) -> Iterator[tuple[Any, list[FitResult]]]:

@@ -42,6 +42,11 @@ def collect(out: str | os.PathLike, refit: bool = True) -> dict[str, Any]:
         raise UsageError(f"{out}: no manifest.json, so not an hpcml run folder (or a run that "
                          "never started); give the --out folder of 'hpcml run'")
     spec = parse_spec(manifest["spec"], source=manifest.get("source"))
+    if any(m.search.strategy == "asha" for m in spec.models):
+        from hpcml.run.asha_run import collect_asha
+
+        return collect_asha(out, spec, manifest, lambda: _load_xy(out, spec, manifest), refit,
+                            lambda results, n: _collect_info(manifest, results, n, wall0))
     if spec.multi_round:
         raise UsageError(f"{out}: a search of several rounds (halving) makes its rounds as it "
                          "runs, so the journal alone cannot be collected; run the same "
@@ -64,16 +69,8 @@ def collect(out: str | os.PathLike, refit: bool = True) -> dict[str, Any]:
     X = y = None
     run: dict[str, Any] = {}
     if complete:
-        from hpcml.spec.data import fingerprint, load_data
-
         if refit and spec.refit_metric is not None:
-            data = load_data(spec.data, spec.source)
-            if fingerprint(data.X, data.y) != manifest["data_fingerprint"]:
-                raise UsageError(
-                    f"{out}: the data of {spec.source} changed since the run; "
-                    "cannot refit on different data (pass --no-refit to skip the refit)"
-                )
-            X, y = data.X, data.y
+            X, y = _load_xy(out, spec, manifest)
         run = _collect_info(manifest, results, total, wall0)
     folds, classes = None, None
     folds_path = out / "journal" / "test_folds.npz"
@@ -84,6 +81,19 @@ def collect(out: str | os.PathLike, refit: bool = True) -> dict[str, Any]:
     _, best, _ = finalize(spec, grid, results, X, y, estimators, out=out, run=run,
                           refit=refit and complete, folds=folds, classes=classes, extra=extra)
     return {"done": done, "total": total, "complete": complete, "best": best}
+
+
+def _load_xy(out: Path, spec: Any, manifest: Any) -> tuple[Any, Any]:
+    """The spec's data for a refit, refused when it is not the data the run had."""
+    from hpcml.spec.data import fingerprint, load_data
+
+    data = load_data(spec.data, spec.source)
+    if fingerprint(data.X, data.y) != manifest["data_fingerprint"]:
+        raise UsageError(
+            f"{out}: the data of {spec.source} changed since the run; "
+            "cannot refit on different data (pass --no-refit to skip the refit)"
+        )
+    return data.X, data.y
 
 
 def _collect_info(manifest, results, n_tasks, wall0) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from hpcml.run.journal import JOURNAL_DIR, Journal, Manifest, array_id, read_jou
 from hpcml.run.lock import hold_lock, release_lock
 from hpcml.run.nested import NestedOutputs, finish_nested, plan_nested
 from hpcml.run.outputs import RESULT_FILES, check_out_dir
-from hpcml.search.evaluate import evaluate_grid, share_folds
+from hpcml.search.evaluate import evaluate_grid, evaluate_source, share_folds
 from hpcml.spec.checks import check_nan_support, check_splits_vs_classes, check_target_classes
 from hpcml.spec.data import Dataset, fingerprint, load_data
 from hpcml.spec.schema import ExperimentSpec, load_spec, parse_spec
@@ -184,7 +184,11 @@ def run_experiment(
         placed = place_data(world, spec)
         folds = make_folds(world, spec, placed)
         extra = None
-        if spec.multi_round:  # halving: round after round, each a pool of tasks
+        runner = _async_runner(spec)
+        if runner is not None:  # tasks made as the run goes (asha): stages 3-5 of its own
+            return runner(engine, spec, placed, folds, out, force, shard, threads, progress,
+                          fit_timeout, stop, observers, wall0)
+        if spec.multi_round:
             from hpcml.run.rounds import fit_rounds
 
             work, results, interrupted = fit_rounds(
@@ -215,6 +219,22 @@ def run_experiment(
             world.close()
 
 
+#: Strategies whose tasks are made as the run goes -> "module:function" that runs stages 3
+#: to 5 (by name, like the engines: the module builds on this one).
+ASYNC_RUNNERS: dict[str, str] = {"asha": "hpcml.run.asha_run:run_asha"}
+
+
+def _async_runner(spec: ExperimentSpec) -> Callable[..., ExperimentResult] | None:
+    import importlib
+
+    for m in spec.models:
+        target = ASYNC_RUNNERS.get(m.search.strategy)
+        if target is not None:
+            module, _, name = target.partition(":")
+            return getattr(importlib.import_module(module), name)
+    return None
+
+
 def place_data(world: World, spec: ExperimentSpec) -> Placed:
     """Stage 1: load the data on the root, share it (one copy per node), check NaN support."""
     estimators = world.agree(lambda: {m.name: m.make() for m in spec.models})
@@ -243,13 +263,15 @@ def make_folds(world: World, spec: ExperimentSpec, placed: Placed) -> Folds:
 
 def plan_work(world: World, spec: ExperimentSpec, placed: Placed, folds: Folds,
               out: str | os.PathLike | None, force: bool, shard: tuple[int, int] | None,
-              progress: bool, nested: NestedLayout | None = None) -> Work:
+              progress: bool, nested: NestedLayout | None = None,
+              grid: TaskGrid | None = None) -> Work:
     """Stage 3: the task grid, the journal of an earlier run, and what is left to fit.
 
     With ``nested`` (nested CV), ``folds`` are the run's search, inner and outer folds and the
     tasks to fit are the first pool's (:meth:`~hpcml.core.nested.NestedLayout.phase1_tasks`).
+    ``grid`` is the task grid when the spec's own is not (an asynchronous search's).
     """
-    grid = spec.task_grid(len(folds))
+    grid = grid if grid is not None else spec.task_grid(len(folds))
     manifest = world.agree(lambda: _manifest(spec, placed.data, folds, grid, nested),
                            on_root=True)
     keys = task_keys(grid, manifest["folds"], manifest["data_fingerprint"])
@@ -285,12 +307,17 @@ def fit_tasks(engine: Engine, spec: ExperimentSpec, placed: Placed, folds: Folds
               threads: int | None, progress: bool, fit_timeout: float | None,
               stop: Callable[[], bool] | None, observers: tuple[Any, ...],
               next_round: Callable[[dict[int, FitResult]], np.ndarray] | None = None,
+              dynamic: bool = False, source: Any = None, expected: int | None = None,
               ) -> tuple[dict[int, FitResult] | None, bool]:
     """Stage 4: fit the tasks left on the engine; every result goes to the journal at once.
 
     ``next_round(results)`` (collective; the results so far on the root, ``{}`` elsewhere)
     gives tasks that depend on them (nested CV's outer refits): they run next, in the same
     journal, their times counted from the first round's start; empty: done.
+
+    ``dynamic`` (on every rank): the tasks are those ``source`` hands out as the run goes
+    (a :class:`~hpcml.engines.base.TaskSource` on the root, ``None`` elsewhere: an
+    asynchronous search), at most ``expected`` of them.
     """
     world = engine.world
     threads, _ = threads_per_rank(world.layout()["ranks_on_node"], cli=threads)
@@ -309,6 +336,16 @@ def fit_tasks(engine: Engine, spec: ExperimentSpec, placed: Placed, folds: Folds
         journal.append(work.keys[r.task], r)
 
     try:
+        if dynamic:
+            found = evaluate_source(
+                engine, work.grid, folds, placed.X, placed.y, placed.estimators, scorers,
+                source, threads=threads, return_train_score=spec.return_train_score,
+                error_score=spec.error_score, progress=progress, expected=expected,
+                on_result=None if journal is None else record, should_stop=stop,
+                fit_timeout=fit_timeout or spec.fit_timeout, extra_observers=observers,
+                fold_sets=work.fold_sets, fold_set=work.fold_set,
+            )
+            return found, engine.interrupted
         while True:
             measured = world.bcast({t: r.fit_time + r.score_time
                                     for t, r in {**work.resumed, **(results or {})}.items()}

@@ -32,8 +32,12 @@ JOURNAL_DIR = "journal"
 MANIFEST = "manifest.json"
 
 
-def task_key(model: str, params: Mapping[str, Any], fold: int, cv_id: str, data_id: str) -> str:
+def task_key(model: str, params: Mapping[str, Any], fold: int, cv_id: str, data_id: str,
+             repeat: int = 0) -> str:
     """Stable id of one fit task.
+
+    ``repeat`` tells apart candidates with equal params (a random draw may repeat one): the
+    ``n``-th repeat of a candidate gets ``repeat=n``; the first keeps the plain key.
 
     Examples
     --------
@@ -42,18 +46,27 @@ def task_key(model: str, params: Mapping[str, Any], fold: int, cv_id: str, data_
     True
     >>> a == task_key("rf", {"max_depth": None, "n": 3}, 1, "cv", "data")
     False
+    >>> a == task_key("rf", {"max_depth": None, "n": 3}, 0, "cv", "data", repeat=1)
+    False
     """
-    blob = json.dumps([model, dict(params), int(fold), cv_id, data_id], sort_keys=True,
-                      default=repr)
+    parts: list[Any] = [model, dict(params), int(fold), cv_id, data_id]
+    if repeat:
+        parts.append(int(repeat))
+    blob = json.dumps(parts, sort_keys=True, default=repr)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
 def task_keys(grid: Any, cv_id: str, data_id: str) -> list[str]:
-    """Keys of every task of a :class:`~hpcml.core.tasks.TaskGrid`, in task order."""
+    """Keys of every task of a :class:`~hpcml.core.tasks.TaskGrid`, in task order (a
+    candidate equal to an earlier one of its model gets keys of its own)."""
     keys = []
+    seen: dict[str, int] = {}
     for cand in grid.candidates:
+        ident = json.dumps([cand.model, dict(cand.params)], sort_keys=True, default=repr)
+        repeat = seen.get(ident, 0)
+        seen[ident] = repeat + 1
         for k in range(grid.n_splits):
-            keys.append(task_key(cand.model, cand.params, k, cv_id, data_id))
+            keys.append(task_key(cand.model, cand.params, k, cv_id, data_id, repeat))
     return keys
 
 

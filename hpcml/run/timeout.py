@@ -57,12 +57,13 @@ class TimeoutRunner:
 
     def _start(self) -> None:
         parent, child = Pipe()
+        me = os.getpid()
         pid = os.fork()
         if pid == 0:  # the worker: never returns, never touches MPI
             parent.close()
             code = 0
             try:
-                _serve(child, self.run_task)
+                _serve(child, self.run_task, me)
             except BaseException:
                 code = 1
             os._exit(code)
@@ -127,9 +128,14 @@ class TimeoutRunner:
         self.close()
 
 
-def _serve(conn: Connection, run_task: RunTask) -> None:
-    # The parent handles stop signals; the worker just finishes or gets killed.
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+def _serve(conn: Connection, run_task: RunTask, parent: int) -> None:
+    # The parent handles stop signals (a TERM to the process group, as from scancel or
+    # ``hpcml run``'s launcher, reaches this worker too): the worker finishes its fit and is
+    # then closed or killed by the rank, and dies with the rank if the rank is killed.
+    from hpcml.run.orphans import die_with_parent
+
+    die_with_parent(signal.SIGKILL, parent=parent)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     while True:

@@ -24,7 +24,7 @@ from hpcml.engines.base import Engine, Observers, ShouldStop, World
 from hpcml.errors import UsageError
 from hpcml.run.timeout import TimeoutRunner
 
-__all__ = ["evaluate_grid", "share_folds", "FitTasks", "BoundTasks"]
+__all__ = ["evaluate_grid", "evaluate_source", "share_folds", "FitTasks", "BoundTasks"]
 
 
 def share_folds(world: World, folds: Folds | None) -> Folds:
@@ -309,6 +309,71 @@ def evaluate_grid(
         with TimeoutRunner(run_task, fit_timeout, metrics, error_score, return_train_score,
                            task_of=lambda i: int(todo[i])) as tr:
             return engine.run(plan, _announced(tr, todo, observers), observers, should_stop)
+
+
+def evaluate_source(
+    engine: Engine,
+    grid: TaskGrid,
+    folds: Folds,
+    X: Any,
+    y: Any,
+    estimators: Mapping[str, Any],
+    scorers: Mapping[str, Mapping[str, Any]],
+    source: Any,
+    *,
+    threads: int = 1,
+    return_train_score: bool = False,
+    error_score: float | str = np.nan,
+    progress: bool = True,
+    expected: int | None = None,
+    on_result: Any = None,
+    should_stop: ShouldStop | None = None,
+    fit_timeout: float | None = None,
+    extra_observers: Sequence[Any] = (),
+    fold_sets: Sequence[Folds] | None = None,
+    fold_set: np.ndarray | None = None,
+) -> dict[int, FitResult] | None:
+    """Fit and score the tasks of ``grid`` that ``source`` hands out, as it hands them out.
+
+    Like :func:`evaluate_grid`, with the tasks chosen as the run goes by ``source`` (a
+    :class:`~hpcml.engines.base.TaskSource` on the root, ``None`` on the other ranks; an
+    asynchronous search such as ASHA) instead of all at once: see
+    :meth:`~hpcml.engines.base.Engine.run_source`. ``expected`` is the number of tasks the
+    progress line counts towards (an estimate); ``fold_sets`` and ``fold_set`` as for
+    :class:`FitTasks`.
+    """
+    if fit_timeout is not None and not engine.supports_timeout:
+        raise UsageError(
+            f"fit_timeout is not supported on the {engine.name} engine (its workers are not "
+            "child processes hpcml can stop); drop fit_timeout, or use --engine mpi"
+        )
+    todo = np.arange(len(grid), dtype=np.int64)  # item i is grid task i
+    runner = FitTasks(todo, grid, folds, estimators, scorers, threads=threads,
+                      return_train_score=return_train_score, error_score=error_score,
+                      fold_sets=fold_sets, fold_set=fold_set)
+    run_task = BoundTasks(runner, engine.share(X=X, y=y))
+    bar = _OpenProgress(expected or len(grid), enabled=progress and engine.world.is_root,
+                        label="fits (of about)")
+    observers = Observers([bar if bar.enabled else None,
+                           Observers.on_result(on_result) if on_result else None,
+                           *(extra_observers or ())])
+    with thread_budget(threads):
+        if fit_timeout is None:
+            return engine.run_source(source, _announced(run_task, todo, observers), observers,
+                                     should_stop)
+        metrics = list(next(iter(scorers.values())))
+        with TimeoutRunner(run_task, fit_timeout, metrics, error_score, return_train_score,
+                           task_of=lambda i: int(todo[i])) as tr:
+            return engine.run_source(source, _announced(tr, todo, observers), observers,
+                                     should_stop)
+
+
+class _OpenProgress(Progress):
+    """Progress towards an estimated total, raised when the run makes more tasks."""
+
+    def update(self, done: int, force: bool = False, work: float | None = None) -> None:
+        self.total = max(self.total, done)
+        super().update(done, force=force, work=work)
 
 
 def _announced(run_task: Any, todo: np.ndarray, observers: Observers) -> Any:

@@ -132,6 +132,11 @@ class ExperimentSpec:
         from hpcml.core.tasks import TaskGrid
         from hpcml.search.strategy import first_round, make_strategy
 
+        if any(m.search.strategy == "asha" for m in self.models):
+            from hpcml.search.asha_tasks import spec_grid
+
+            return spec_grid(self, n_splits)  # every (candidate, rung) ASHA may ask for
+
         strategies = {m.name: make_strategy(m.search.strategy, list(m.grid), **m.search.options)
                       for m in self.models if not m.search.multi_round}
         return TaskGrid.from_candidates(

@@ -53,6 +53,8 @@ PHASES = {
     "ranks starting": (signal.SIGUSR1, lambda p, t: _ranks_started(p.pid)),
     "data load": (signal.SIGUSR1, lambda p, t: (t / "load.started").exists()),
     "fitting": (signal.SIGTERM, lambda p, t: journal_lines(t / "out") >= 2),
+    # fits in forked workers: the TERM that reaches them too must not kill them (exit 1)
+    "fitting with fit_timeout": (signal.SIGTERM, lambda p, t: journal_lines(t / "out") >= 2),
     "refit": (signal.SIGUSR1, lambda p, t: _refit_started(t)),
     "writing outputs": (signal.SIGTERM, None),  # a storm of signals until the run ends
 }
@@ -84,6 +86,8 @@ def test_stop_signal_at_every_phase(tmp_path, phase):
              data=f"{{generator: faultmodels:marked_data, params: {{folder: '{tmp_path}'}}}}")
     out = tmp_path / "out"
     args = ["run", "-n", "2", str(s), "--out", str(out), "--no-progress"]
+    if "fit_timeout" in phase:
+        args += ["--fit-timeout", "60"]
     proc = start(args, tmp_path)
     if ready is None:
         wait_for(lambda: _refit_started(tmp_path), 60, "the refit")

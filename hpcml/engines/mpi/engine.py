@@ -90,6 +90,20 @@ class MPIEngine(Engine):
         return {r.task: r for part in gathered for r in part}
 
 
+    def run_source(  # noqa: D102 - see Engine.run_source
+        self,
+        source: Any,
+        run_task: RunTask,
+        observers: Observers | None = None,
+        should_stop: ShouldStop | None = None,
+    ) -> dict[int, FitResult] | None:
+        from hpcml.engines.mpi.source import run_source
+
+        out, self.interrupted = run_source(self.world.comm, source, run_task,
+                                           observers or Observers(), should_stop)
+        return out
+
+
 def _estimated(plan: Plan, tasks: Any) -> float:
     """Estimated seconds of ``tasks`` (0 for a plan without a cost model)."""
     return float(plan.costs.estimates[tasks].sum()) if plan.costs is not None else 0.0
