@@ -132,10 +132,9 @@ def run_source(comm: Any, source: TaskSource | None, run_task: RunTask, obs: Obs
     the run early (on every rank).
     """
     from mpi4py import MPI
+    from mpi4py.util import pkl5
 
-    from hpcml.engines.mpi.serve import channel
-
-    chan = channel(comm)
+    chan = pkl5.Intracomm(comm.Dup())  # its own messages (tasks and results), freed at the end
     rank = chan.Get_rank()
     stop = should_stop or (lambda: False)
     t0 = chan.bcast(time.time() if rank == 0 else None, root=0)
