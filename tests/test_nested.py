@@ -287,3 +287,28 @@ def test_group_splitters_get_each_outer_training_part_s_groups(tmp_path):
         scores.append(gs.score(X[test], y[test]))
     assert result.best["nested"]["accuracy"] == {"mean": float(np.mean(scores)),
                                                  "std": float(np.std(scores))}
+
+
+def test_random_search_inside_equals_cross_validate_of_randomized_search(tmp_path):
+    from scipy.stats import loguniform
+    from sklearn.model_selection import RandomizedSearchCV
+
+    spec = clf_spec(search={"strategy": "random", "n_iter": 4, "random_state": 5})
+    spec["models"] = {"lr": {"estimator": "sklearn.linear_model.LogisticRegression",
+                             "grid": {"C": "loguniform(1e-3, 1e2)"}}}
+    run_experiment(spec, out=tmp_path / "out", progress=False)
+    rows = read_rows(tmp_path / "out" / "nested_cv.csv")
+    X, y = make_classification(**DATA)
+    scoring = ["roc_auc", "accuracy"]
+    search = RandomizedSearchCV(LogisticRegression(), {"C": loguniform(1e-3, 1e2)}, n_iter=4,
+                                random_state=5, cv=KFold(3, shuffle=True, random_state=0),
+                                scoring=scoring, refit="accuracy")
+    ref = cross_validate(search, X, y, cv=StratifiedKFold(4, shuffle=True, random_state=1),
+                         scoring=scoring, return_estimator=True)
+    check_rows(rows, "lr", ref, scoring)
+
+
+def test_outer_cv_with_halving_is_refused_in_one_line():
+    spec = clf_spec(search={"strategy": "halving", "random_state": 0})
+    with pytest.raises(SpecError, match="search.strategy.*grid or random"):
+        parse_spec(spec)

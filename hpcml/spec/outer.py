@@ -12,7 +12,12 @@ from typing import Any
 
 from hpcml.errors import SpecError
 
-__all__ = ["check_outer_cv"]
+__all__ = ["check_outer_cv", "NESTED_STRATEGIES"]
+
+#: The strategies nested CV runs: those of one round, whose candidates do not depend on
+#: results (each outer fold searches the same candidates, as scikit-learn's search with a
+#: fixed ``random_state`` does in ``cross_validate``).
+NESTED_STRATEGIES = (None, "grid", "random")
 
 
 def check_outer_cv(raw: Mapping[str, Any], outer: Any, data: Any, refit: Any,
@@ -37,7 +42,7 @@ def check_outer_cv(raw: Mapping[str, Any], outer: Any, data: Any, refit: Any,
     Raises
     ------
     SpecError
-        ``refit: false``, ``save_oof``, a search strategy other than the grid, or groups that
+        ``refit: false``, ``save_oof``, a search strategy of several rounds, or groups that
         differ from the data's.
 
     Examples
@@ -61,10 +66,11 @@ metric, so it needs refit; set refit to a metric of scoring (or true), or drop o
                         "drop outer_cv", source)
     for key, block in _search_blocks(raw):
         strategy = block.get("strategy", "grid") if isinstance(block, Mapping) else None
-        if strategy not in (None, "grid"):
-            raise SpecError(f"{key}.strategy", f"outer_cv (nested CV) runs with the grid "
-                            f"strategy only for now, not {strategy!r}; use strategy: grid, "
-                            "or drop outer_cv", source)
+        if strategy not in NESTED_STRATEGIES:
+            raise SpecError(f"{key}.strategy", f"outer_cv (nested CV) runs the searches of "
+                            f"one round ({', '.join(NESTED_STRATEGIES[1:])}) only for now, not "
+                            f"{strategy!r}; use strategy: grid or random, or drop outer_cv",
+                            source)
     groups = getattr(outer, "groups", None)
     if groups is not None and groups != data.groups:
         raise SpecError("outer_cv.groups", f"{groups!r} differs from the data's groups "
