@@ -475,3 +475,13 @@ def test_precheck_returns_the_data_path_and_imports_nothing(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["d.npy", "False", "False"]
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in EXAMPLES.glob("*.yaml")))
+def test_every_example_parses_and_names_its_strategy(name):
+    spec = load_spec(EXAMPLES / name)
+    strategies = {m.search.strategy for m in spec.models}
+    expected = {"quickstart.yaml": {"grid"}, "nested.yaml": {"grid"},
+                "halving.yaml": {"random", "halving"}, "asha.yaml": {"asha"}}
+    assert strategies == expected[name]
+    assert (spec.outer_cv is not None) == (name == "nested.yaml")
