@@ -283,3 +283,22 @@ def test_halving_a_pipeline_with_shared_prefixes_is_halving_grid_search_cv():
                              random_state=0).fit(*xy())
     same(res.cv_results, sk.cv_results_)
     assert res.best["index"] == sk.best_index_
+
+
+@pytest.mark.parametrize("example", ["halving.yaml", "asha.yaml"])
+def test_status_file_shows_each_model_s_best_at_its_highest_rung(tmp_path, example):
+    import json
+    from pathlib import Path
+
+    from hpcml.run.status import RunStatus
+
+    out = tmp_path / "out"
+    status = RunStatus(out, interval=60)
+    path = Path(__file__).resolve().parent.parent / "examples" / example
+    result = run_experiment(path, out=out, progress=False, observers=(status,))
+    status.finish("finished")
+    best = json.loads((out / "status.json").read_text())["best"]
+    top = best[result.best["model"]]  # the run's best is the best of its highest rung
+    assert top["params"] == result.best["params"]
+    assert top["mean"] == pytest.approx(result.best["scores"][result.best["refit_metric"]])
+    assert top["iter"] == int(result.cv_results["iter"].max())

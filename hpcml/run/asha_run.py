@@ -81,6 +81,9 @@ def run_asha(engine: Engine, spec: ExperimentSpec, placed: Placed, folds: Folds,
     work = plan_work(world, spec, placed, folds, out, force, None, progress, grid=grid)
     seeds = {m.name: m.search.options["random_state"] for m in spec.models}
     work.fold_sets, work.fold_set = fold_sets(models, folds, info["n_samples"], seeds)
+    work.level = np.asarray([m.job_of(c)[1] for m in models
+                             for c in range(m.offset, m.offset + m.n * len(m.asha.resources))],
+                            dtype=np.int64)  # each grid candidate's rung
     metric = spec.refit_metric or spec.metric_names[0]
     source = AshaSource(models, grid.n_splits, metric, work.resumed) if world.is_root else None
     if source is not None and work.resumed and source.done and progress:

@@ -111,6 +111,9 @@ class Work:
     best_among: list[int] | None = None
     #: Rounds are left to run (a stop between rounds): not complete, whatever the grid holds.
     unfinished: bool = False
+    #: Per candidate of ``grid``, its round or rung (a search of several rungs; ``None``
+    #: else): the status file's best so far is taken at each model's highest one.
+    level: np.ndarray | None = None
 
 
 def run_experiment(
@@ -330,6 +333,10 @@ def fit_tasks(engine: Engine, spec: ExperimentSpec, placed: Placed, folds: Folds
         journal = world.agree(lambda: Journal(out, world.rank, shard=label))
     results: dict[int, FitResult] | None = {} if world.is_root else None
     todo, t_start, offset = work.todo, time.time(), 0.0
+    if world.is_root:  # which candidate each key is (the status file of a search in rounds)
+        for o in observers:
+            if hasattr(o, "tasks_known"):
+                o.tasks_known(work.grid, work.keys, work.level)
 
     def record(r: FitResult) -> None:
         r.start, r.end = r.start + offset, r.end + offset  # since the first round began

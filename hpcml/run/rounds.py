@@ -124,7 +124,8 @@ def fit_rounds(engine: Engine, spec: ExperimentSpec, placed: Any, folds: Folds,
                 sys.stderr.write(f"resuming: {len(done)} of {len(round_grid)} fits of this "
                                  "round are in the journal\n")
             round_work = Work(round_grid, manifest, round_keys, found, todo,
-                              fold_sets=fold_sets, fold_set=np.asarray(round_sets))
+                              fold_sets=fold_sets, fold_set=np.asarray(round_sets),
+                              level=np.asarray([b[2] or 0 for b in batch], dtype=np.int64))
             got, interrupted = fit_tasks(engine, spec, placed, folds, round_work, out, None,
                                          threads, progress, fit_timeout, stop, observers)
             offset = base * n_splits

@@ -41,7 +41,7 @@ import sys
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -194,6 +194,9 @@ class RunStatus:
         self._tail = JournalTail(out)
         self._grid: Any = None
         self._rounds = False  # a search of several rounds: no grid ahead, fits by the journal
+        #: key -> (candidate id, model, params, rung), told by the run as each round starts
+        self._known: dict[str, tuple[int, str, dict[str, Any], int]] = {}
+        self._n_splits = 1
         self._nested: Any = None  # the NestedLayout of a run with outer_cv
         self._metric: str | None = None
         self._records: dict[str, dict[str, Any]] = {}  # key -> record (all attempts)
@@ -389,8 +392,23 @@ class RunStatus:
             self.summary = status["summary"] = _summary(this_run, now - self.started, self.size)
         return status
 
+    def tasks_known(self, grid: Any, keys: Sequence[str], level: Any = None) -> None:
+        """The run's tasks about to be fitted (a round of a search in rounds, or asha's
+        grid): which candidate and rung each journal key is, for the best so far."""
+        if level is None:
+            return
+        with self._lock:
+            self._n_splits = grid.n_splits
+            base = len({v[0] for v in self._known.values()})
+            for i, key in enumerate(keys):
+                c = i // grid.n_splits
+                cand = grid.candidates[c]
+                self._known[key] = (base + c, cand.model, dict(cand.params), int(level[c]))
+
     def _best(self, records: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
         """The best candidate so far of each model, by mean over its finished folds."""
+        if self._grid is None and self._known and self._metric is not None:
+            return self._best_by_rung(records)
         if self._grid is None or self._metric is None:
             return {}
         grid, metric = self._grid, self._metric
@@ -411,6 +429,37 @@ class RunStatus:
                 std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
                 best[cand.model] = {"params": dict(cand.params), "mean": mean, "std": std,
                                     "folds": f"{len(values)}/{n_search}"}
+        return dict(sorted(best.items(), key=lambda kv: -kv[1]["mean"]))
+
+    def _best_by_rung(self, records: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+        """A search in rounds or rungs: each model's best so far at its highest rung that
+        has a finished fold (scores at different resources do not compare)."""
+        with self._lock:
+            known = dict(self._known)
+        scores: dict[int, list[float]] = defaultdict(list)
+        about: dict[int, tuple[str, dict[str, Any], int]] = {}
+        for key, rec in records.items():
+            if key not in known:
+                continue
+            uid, model, params, rung = known[key]
+            value = (rec.get("test") or {}).get(self._metric)
+            if rec.get("error") is None and isinstance(value, (int, float)) and math.isfinite(value):
+                scores[uid].append(float(value))
+                about[uid] = (model, params, rung)
+        top: dict[str, int] = {}
+        for model, _, rung in about.values():
+            top[model] = max(top.get(model, rung), rung)
+        best: dict[str, Any] = {}
+        for uid in sorted(scores):  # ties: the first candidate
+            model, params, rung = about[uid]
+            if rung != top[model]:
+                continue
+            values = scores[uid]
+            mean = sum(values) / len(values)
+            if model not in best or mean > best[model]["mean"]:
+                std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+                best[model] = {"params": params, "mean": mean, "std": std,
+                               "folds": f"{len(values)}/{self._n_splits}", "iter": rung}
         return dict(sorted(best.items(), key=lambda kv: -kv[1]["mean"]))
 
     def _ranks(self, this_run: list[dict[str, Any]], current: tuple[int, float] | None,
@@ -529,8 +578,9 @@ def format_status(status: Mapping[str, Any], now: float | None = None,
         lines.append(f"best so far by {status.get('metric')} (mean over finished folds):")
         for i, (model, b) in enumerate(best.items()):
             mark = "*" if i == 0 else " "
+            rung = f", rung {b['iter']}" if b.get("iter") is not None else ""
             lines.append(f" {mark} {model} {b['params']}: {b['mean']:.6g} ± {b['std']:.3g} "
-                         f"({b['folds']} folds)")
+                         f"({b['folds']} folds{rung})")
     for r in status.get("rank_status") or []:
         frac = r.get("busy_fraction")
         busy = "?" if frac is None else f"{100 * frac:.0f}%"
