@@ -36,9 +36,17 @@ other engines (the same tasks, journal, resume and outputs; only where the fits 
   hpcml run spec.yaml --engine ray [--address auto]                          (hpcml[ray])
   hpcml run spec.yaml --engine spark [--master spark://host:7077]            (hpcml[spark])
 
+searches (in the spec; README, 'The search'; examples/halving.yaml, asha.yaml, nested.yaml):
+  search: {strategy: random, n_iter: 60, random_state: 0}   grid (default), random, halving or
+                                      asha; at the top level or per model; distributions
+                                      written as calls: C: loguniform(1e-3, 1e2)
+  outer_cv: {splitter: StratifiedKFold, n_splits: 5}        nested CV (nested_cv.csv)
+
 outputs in --out:
   cv_results.csv     one row per (model, candidate): scikit-learn's cv_results_ columns + model
-  best.json          best model, params and mean scores (by 'refit')
+                     (+ iter and n_resources for halving and asha)
+  best.json          best model, params and mean scores (by 'refit'; halving: of the last rung)
+  nested_cv.csv      with outer_cv: each outer fold's choice and its test scores
   best_model.joblib  the best estimator refit on all data (a pickle: load only trusted files)
   run.json           ranks, hosts, threads per rank, versions, wall time, spec hash
 
