@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from hpcml.run.outputs import atomic_write_json
+from hpcml.run.rungs import best_by_rung
 
 __all__ = ["RunStatus", "JournalTail", "read_status", "is_alive", "status_path", "STATUS_FILE",
            "STALE_AFTER", "SCHEMA"]
@@ -432,35 +433,9 @@ class RunStatus:
         return dict(sorted(best.items(), key=lambda kv: -kv[1]["mean"]))
 
     def _best_by_rung(self, records: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
-        """A search in rounds or rungs: each model's best so far at its highest rung that
-        has a finished fold (scores at different resources do not compare)."""
         with self._lock:
             known = dict(self._known)
-        scores: dict[int, list[float]] = defaultdict(list)
-        about: dict[int, tuple[str, dict[str, Any], int]] = {}
-        for key, rec in records.items():
-            if key not in known:
-                continue
-            uid, model, params, rung = known[key]
-            value = (rec.get("test") or {}).get(self._metric)
-            if rec.get("error") is None and isinstance(value, (int, float)) and math.isfinite(value):
-                scores[uid].append(float(value))
-                about[uid] = (model, params, rung)
-        top: dict[str, int] = {}
-        for model, _, rung in about.values():
-            top[model] = max(top.get(model, rung), rung)
-        best: dict[str, Any] = {}
-        for uid in sorted(scores):  # ties: the first candidate
-            model, params, rung = about[uid]
-            if rung != top[model]:
-                continue
-            values = scores[uid]
-            mean = sum(values) / len(values)
-            if model not in best or mean > best[model]["mean"]:
-                std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
-                best[model] = {"params": params, "mean": mean, "std": std,
-                               "folds": f"{len(values)}/{self._n_splits}", "iter": rung}
-        return dict(sorted(best.items(), key=lambda kv: -kv[1]["mean"]))
+        return best_by_rung(records, known, self._metric, self._n_splits)
 
     def _ranks(self, this_run: list[dict[str, Any]], current: tuple[int, float] | None,
                now: float, t0: float | None) -> list[dict[str, Any]]:
