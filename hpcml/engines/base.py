@@ -358,7 +358,6 @@ class SerialEngine(Engine):
         obs.close()
         return out
 
-
     def run_source(  # noqa: D102 - see Engine.run_source
         self,
         source: TaskSource | None,

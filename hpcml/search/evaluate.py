@@ -268,11 +268,7 @@ def evaluate_grid(
     fold_sets, fold_set : optional
         Other folds for some candidates (see :class:`FitTasks`).
     """
-    if fit_timeout is not None and not engine.supports_timeout:
-        raise UsageError(
-            f"fit_timeout is not supported on the {engine.name} engine (its workers are not "
-            "child processes hpcml can stop); drop fit_timeout, or use --engine mpi"
-        )
+    _check_timeout(engine, fit_timeout)
     n_features = X.shape[1] if getattr(X, "ndim", 1) > 1 else 1
     n_train = int(np.mean(np.diff(folds.train_off))) if len(folds) else 0
     todo = np.arange(len(grid)) if tasks is None else np.asarray(tasks, dtype=np.int64)
@@ -302,13 +298,9 @@ def evaluate_grid(
     observers = Observers([bar if bar.enabled else None,
                            Observers.on_result(on_result) if on_result else None,
                            *(extra_observers or ())])
-    with thread_budget(threads):
-        if fit_timeout is None:
-            return engine.run(plan, _announced(run_task, todo, observers), observers, should_stop)
-        metrics = list(next(iter(scorers.values())))
-        with TimeoutRunner(run_task, fit_timeout, metrics, error_score, return_train_score,
-                           task_of=lambda i: int(todo[i])) as tr:
-            return engine.run(plan, _announced(tr, todo, observers), observers, should_stop)
+    return _run_tasks(lambda rt: engine.run(plan, rt, observers, should_stop), run_task,
+                      todo, observers, threads, fit_timeout, scorers, error_score,
+                      return_train_score)
 
 
 def evaluate_source(
@@ -342,11 +334,7 @@ def evaluate_source(
     progress line counts towards (an estimate); ``fold_sets`` and ``fold_set`` as for
     :class:`FitTasks`.
     """
-    if fit_timeout is not None and not engine.supports_timeout:
-        raise UsageError(
-            f"fit_timeout is not supported on the {engine.name} engine (its workers are not "
-            "child processes hpcml can stop); drop fit_timeout, or use --engine mpi"
-        )
+    _check_timeout(engine, fit_timeout)
     todo = np.arange(len(grid), dtype=np.int64)  # item i is grid task i
     runner = FitTasks(todo, grid, folds, estimators, scorers, threads=threads,
                       return_train_score=return_train_score, error_score=error_score,
@@ -357,15 +345,31 @@ def evaluate_source(
     observers = Observers([bar if bar.enabled else None,
                            Observers.on_result(on_result) if on_result else None,
                            *(extra_observers or ())])
+    return _run_tasks(lambda rt: engine.run_source(source, rt, observers, should_stop),
+                      run_task, todo, observers, threads, fit_timeout, scorers, error_score,
+                      return_train_score)
+
+
+def _check_timeout(engine: Engine, fit_timeout: float | None) -> None:
+    if fit_timeout is not None and not engine.supports_timeout:
+        raise UsageError(
+            f"fit_timeout is not supported on the {engine.name} engine (its workers are not "
+            "child processes hpcml can stop); drop fit_timeout, or use --engine mpi"
+        )
+
+
+def _run_tasks(launch: Any, run_task: Any, todo: np.ndarray, observers: Observers,
+               threads: int, fit_timeout: float | None, scorers: Mapping[str, Any],
+               error_score: float | str, return_train_score: bool) -> Any:
+    """``launch(task runner)`` in the thread budget, the fits in a :class:`TimeoutRunner`'s
+    child when there is a ``fit_timeout``; the observers hear each task start."""
     with thread_budget(threads):
         if fit_timeout is None:
-            return engine.run_source(source, _announced(run_task, todo, observers), observers,
-                                     should_stop)
+            return launch(_announced(run_task, todo, observers))
         metrics = list(next(iter(scorers.values())))
         with TimeoutRunner(run_task, fit_timeout, metrics, error_score, return_train_score,
                            task_of=lambda i: int(todo[i])) as tr:
-            return engine.run_source(source, _announced(tr, todo, observers), observers,
-                                     should_stop)
+            return launch(_announced(tr, todo, observers))
 
 
 class _OpenProgress(Progress):
